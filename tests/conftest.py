@@ -1,0 +1,88 @@
+"""Shared fixtures: the Speechocean762 sample from ../shared and a real S3 endpoint on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "speechocean762-sample"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The 200-utterance Speechocean762 sample that sits beside the checkout (and in CI)."""
+    if not (SAMPLE / "train" / "text").exists():
+        pytest.fail(f"Speechocean762 sample not found at {SAMPLE}")
+    return SAMPLE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 for the whole session; never an address off loopback."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("moto server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
+    """A boto3 S3 client on the loopback endpoint, with the environment pointed at it so that
+    apa.storage (pyarrow.fs) reaches the same server. Yields ``(client, bucket_name)``; the
+    bucket is fresh for each test."""
+    import uuid
+
+    import boto3
+
+    from apa.storage import _s3_filesystem
+
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    _s3_filesystem.cache_clear()
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    bucket = f"apa-test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket
+    _s3_filesystem.cache_clear()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep tests off any real cloud endpoint even if the developer's shell has one.
+    os.environ.pop("AWS_PROFILE", None)
