@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import posixpath
+import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -63,18 +64,33 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 def read_bytes(uri: str) -> bytes:
     """The whole object or file at ``uri``. Raises ``FileNotFoundError`` or ``OSError``."""
     fs, path = filesystem(uri)
-    with fs.open_input_stream(path) as stream:
+    with fs.open_input_stream(path, compression=None) as stream:
         return stream.read()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write ``data`` to ``uri``, creating parent directories where the filesystem has them."""
+    """Write ``data`` to ``uri`` all or nothing, creating parent directories.
+
+    A local file is written beside its target and renamed into place, so a crash never
+    leaves a half-written file under the final name; an S3 PUT is atomic already.
+    """
     fs, path = filesystem(uri)
     parent = posixpath.dirname(path)
     if parent:
         fs.create_dir(parent, recursive=True)
-    with fs.open_output_stream(path) as stream:
-        stream.write(data)
+    if is_s3(uri):
+        with fs.open_output_stream(path, compression=None) as stream:
+            stream.write(data)
+        return
+    partial = f"{path}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        with fs.open_output_stream(partial, compression=None) as stream:
+            stream.write(data)
+        fs.move(partial, path)
+    except BaseException:
+        if fs.get_file_info(partial).type != pafs.FileType.NotFound:
+            fs.delete_file(partial)
+        raise
 
 
 def exists(uri: str) -> bool:

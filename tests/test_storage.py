@@ -41,3 +41,19 @@ def test_s3_roundtrip_on_loopback(s3) -> None:
     assert not storage.exists(f"s3://{bucket}/dir/none.bin")
     with pytest.raises(FileNotFoundError):
         storage.read_bytes(f"s3://{bucket}/dir/none.bin")
+
+
+def test_local_write_is_atomic_and_leaves_no_partial(tmp_path: Path) -> None:
+    target = tmp_path / "t.bin"
+    storage.write_bytes(str(target), b"one")
+    storage.write_bytes(str(target), b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.bin"]
+
+
+def test_bytes_pass_through_unchanged_whatever_the_extension(tmp_path: Path) -> None:
+    """pyarrow would gzip a '.gz' path on the fly; storage moves bytes as they are."""
+    target = tmp_path / "x.jsonl.gz"
+    storage.write_bytes(str(target), b"plain")
+    assert target.read_bytes() == b"plain"
+    assert storage.read_bytes(str(target)) == b"plain"

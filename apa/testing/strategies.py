@@ -1,0 +1,106 @@
+"""Hypothesis strategies that draw valid records of the score schema.
+
+>>> from hypothesis import given
+>>> @given(assessments())
+... def roundtrips(a):
+...     assert Assessment.model_validate_json(a.model_dump_json()) == a
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from apa.schema import (
+    Assessment,
+    InsertedPhone,
+    PhoneAssessment,
+    SentenceScores,
+    WordAssessment,
+)
+
+ARPABET = (
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
+    "UH UW V W Y Z ZH"
+).split()
+_VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
+
+
+def _score(high: float, *, allow_none: bool) -> st.SearchStrategy[float | None]:
+    value = st.floats(min_value=0.0, max_value=high, allow_nan=False, allow_infinity=False)
+    return st.one_of(st.none(), value) if allow_none else value
+
+
+@st.composite
+def canonical_phones(draw: st.DrawFn) -> str:
+    phone = draw(st.sampled_from(ARPABET))
+    return phone + draw(st.sampled_from("012")) if phone in _VOWELS else phone
+
+
+@st.composite
+def phone_assessments(draw: st.DrawFn, *, allow_none: bool = False) -> PhoneAssessment:
+    phone = draw(canonical_phones())
+    error = draw(st.sampled_from([None, None, "substitution", "deletion"]))
+    pronounced = None
+    if error == "substitution":
+        pronounced = draw(
+            st.sampled_from([p for p in ARPABET if p != phone.rstrip("012")] + ["<unk>"])
+        )
+    return PhoneAssessment(
+        phone=phone,
+        accuracy=draw(_score(2.0, allow_none=allow_none)),
+        pronounced=pronounced,
+        error=error,
+    )
+
+
+@st.composite
+def word_assessments(draw: st.DrawFn, text: str, *, allow_none: bool = False) -> WordAssessment:
+    phones = draw(st.lists(phone_assessments(allow_none=allow_none), min_size=1, max_size=6))
+    insertions = draw(
+        st.lists(
+            st.builds(
+                InsertedPhone,
+                position=st.integers(0, len(phones)),
+                phone=st.sampled_from(ARPABET),
+            ),
+            max_size=2,
+        )
+    )
+    return WordAssessment(
+        text=text,
+        accuracy=draw(_score(10.0, allow_none=allow_none)),
+        stress=draw(_score(10.0, allow_none=allow_none)),
+        total=draw(_score(10.0, allow_none=allow_none)),
+        phones=phones,
+        insertions=insertions,
+    )
+
+
+WORDS = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=8)
+
+
+@st.composite
+def assessments(
+    draw: st.DrawFn,
+    *,
+    utterance_id: str | None = None,
+    allow_none: bool = False,
+    max_words: int = 6,
+) -> Assessment:
+    """A valid assessment of a random sentence (upper-case words, ARPAbet phones)."""
+    words = draw(st.lists(WORDS, min_size=1, max_size=max_words))
+    uid = utterance_id or draw(st.text(alphabet="0123456789abcdef", min_size=1, max_size=10))
+    sentence = SentenceScores(
+        **{
+            aspect: draw(_score(10.0, allow_none=allow_none))
+            for aspect in SentenceScores.model_fields
+        }
+    )
+    return Assessment(
+        utterance_id=uid,
+        text=" ".join(words),
+        sentence=sentence,
+        words=[draw(word_assessments(w, allow_none=allow_none)) for w in words],
+        model=draw(st.sampled_from([None, "human", "builtin:gop"])),
+        model_is_random=draw(st.booleans()),
+    )
