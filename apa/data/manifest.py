@@ -1,0 +1,290 @@
+"""Manifests: rows of utterances to score, in JSONL, CSV or Parquet, local or on S3.
+
+A row has ``id``, ``audio`` and ``text``; optionally ``speaker``, ``age``, ``gender``,
+``phones`` (per word: ``["W IY0", "K AO0 L"]`` or ``[["W", "IY0"], ["K", "AO0", "L"]]``) and
+human scores in the ``scores.json`` shape (``accuracy``, ``fluency``, ``prosodic``,
+``completeness``, ``total``, ``words``; see
+:func:`~apa.data.speechocean762.assessment_from_upstream`).
+In CSV, ``phones`` and ``words`` are JSON strings and an empty cell is a missing value.
+Other columns are ignored. A relative ``audio`` resolves against the manifest's directory
+(or S3 prefix).
+
+Every row becomes one :class:`~apa.schema.Utterance` or one :class:`~apa.schema.ErrorRecord`:
+a row with no usable id (a malformed JSON line, a CSV row with the wrong number of cells, an
+empty id) is counted under a synthetic id ``<row N>`` (N: the line of a JSONL file, the data
+row of a CSV or Parquet file, from 1); the rows sharing an id become one ``input.duplicate_id``
+row for that id, since none of them can be told to be the right one.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from apa import storage
+from apa.data.speechocean762 import SCORE_KEYS, assessment_from_upstream, assessment_to_upstream
+from apa.data.speechocean762 import validation_message as _validation_message
+from apa.errors import ApaError, InputError
+from apa.lexicon import Lexicon, with_canonical_phones
+from apa.schema import ErrorRecord, Utterance
+
+FORMATS: dict[str, str] = {
+    ".jsonl": "jsonl",
+    ".jsonl.gz": "jsonl",
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    ".parquet": "parquet",
+}
+"""Manifest file endings and their formats (``.gz``: gzip-compressed)."""
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A read manifest: ``len(utterances) + len(errors)`` is the number of distinct row ids
+    (synthetic ``<row N>`` ids included)."""
+
+    uri: str
+    utterances: list[Utterance]
+    errors: list[ErrorRecord]
+
+
+def manifest_format(uri: str) -> str:
+    """``"jsonl"``, ``"csv"`` or ``"parquet"`` from the file ending; ``ValueError`` otherwise.
+
+    >>> manifest_format("s3://b/m.jsonl.gz"), manifest_format("/x/M.CSV")
+    ('jsonl', 'csv')
+    """
+    lower = uri.lower()
+    for ending, fmt in sorted(FORMATS.items(), key=lambda kv: -len(kv[0])):
+        if lower.endswith(ending):
+            return fmt
+    raise ValueError(f"{uri}: unknown manifest format (use one of {', '.join(FORMATS)})")
+
+
+def _jsonl_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        raw = line.decode("utf-8", errors="replace")[:2000]
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            message = f"line {number}: not valid JSON: {e}"
+            yield number, InputError("malformed_row", message, raw=raw)
+            continue
+        if not isinstance(row, dict):
+            yield number, InputError(
+                "malformed_row", f"line {number}: not a JSON object ({type(row).__name__})", raw=raw
+            )
+            continue
+        yield number, row
+
+
+def _csv_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
+    if not data.strip():
+        return
+    header = next(csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"))), [])
+    bad: dict[int, ApaError] = {}
+
+    def invalid(row: pacsv.InvalidRow) -> str:
+        number = (row.number or 0) - 1  # pyarrow counts the header as row 1
+        bad[number] = InputError(
+            "malformed_row",
+            f"CSV row {number}: {row.actual_columns} cells for {row.expected_columns} columns",
+            raw=row.text[:2000],
+        )
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=False
+        ),
+    )
+    number = 0
+    for row in table.to_pylist():
+        number += 1
+        while number in bad:
+            yield number, bad.pop(number)
+            number += 1
+        yield number, row
+    yield from sorted(bad.items())
+
+
+def _parquet_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
+    yield from enumerate(pq.read_table(pa.BufferReader(data)).to_pylist(), start=1)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _text(value: Any) -> str | None:
+    """A cell as text: strings stripped, integers written out, blanks ``None``."""
+    if _blank(value):
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _json_cell(value: Any, column: str, code: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise InputError(code, f"{column}: not valid JSON: {e}", raw=value[:2000]) from None
+
+
+def _phones(value: Any) -> list[list[str]] | None:
+    if _blank(value):
+        return None
+    value = _json_cell(value, "phones", "invalid_field")
+    if not isinstance(value, list):
+        raise InputError("invalid_field", f"phones: expected a list per word, got {value!r}")
+    phones = []
+    for word in value:
+        if isinstance(word, str):
+            phones.append(word.split())
+        elif isinstance(word, list | tuple):
+            phones.append(list(word))
+        else:
+            raise InputError("invalid_field", f"phones: {word!r} is not a word's phones")
+    return phones
+
+
+def _human(row: Row, utt_id: str, text: str) -> Any:
+    entry = {k: row[k] for k in SCORE_KEYS if k in row and not _blank(row[k])}
+    if not entry:
+        return None
+    if "words" in entry:
+        entry["words"] = _json_cell(entry["words"], "words", "invalid_scores")
+    return assessment_from_upstream(utt_id, {**entry, "text": text})
+
+
+def _utterance(row: Row, utt_id: str, base: str, lexicon: Lexicon | None) -> Utterance:
+    text = row.get("text")
+    if _blank(text) or not isinstance(text, str):
+        raise InputError("missing_field", f"{utt_id}: no text")
+    audio = _text(row.get("audio"))
+    if audio is None:
+        raise InputError("no_audio", f"{utt_id}: no audio")
+    try:
+        utt = Utterance(
+            id=utt_id,
+            text=text,
+            audio=storage.resolve(base, audio),
+            phones=_phones(row.get("phones")),
+            speaker=_text(row.get("speaker")),
+            age=None if _blank(row.get("age")) else row.get("age"),
+            gender=_text(row.get("gender")),
+            human=_human(row, utt_id, text),
+        )
+    except ValidationError as e:
+        raise InputError("invalid_field", f"{utt_id}: {_validation_message(e)}") from None
+    return with_canonical_phones(utt, lexicon)
+
+
+def rows_to_manifest(
+    uri: str, rows: Iterable[tuple[int, Row | ApaError]], lexicon: Lexicon | None = None
+) -> Manifest:
+    """Numbered rows (or errors for rows that could not be read) as a :class:`Manifest`;
+    relative audio resolves against the directory of ``uri``."""
+    rows = list(rows)
+    base = storage.parent(uri)
+    ids = {number: _text(row.get("id")) for number, row in rows if isinstance(row, dict)}
+    seen = Counter(i for i in ids.values() if i is not None)
+    lines: dict[str, list[int]] = {}
+    for number, utt_id in ids.items():
+        if utt_id is not None:
+            lines.setdefault(utt_id, []).append(number)
+    utterances: list[Utterance] = []
+    errors: list[ErrorRecord] = []
+    for number, row in rows:
+        if isinstance(row, ApaError):
+            errors.append(row.record(f"<row {number}>"))
+            continue
+        utt_id = ids[number]
+        if utt_id is None:
+            message = f"row {number}: no id" if _blank(row.get("id")) else f"row {number}: bad id"
+            errors.append(InputError("missing_field", message).record(f"<row {number}>"))
+            continue
+        if seen[utt_id] > 1:
+            if lines[utt_id][0] == number:
+                where = ", ".join(map(str, lines[utt_id]))
+                errors.append(
+                    InputError("duplicate_id", f"{utt_id}: on rows {where}").record(utt_id)
+                )
+            continue
+        try:
+            utterances.append(_utterance(row, utt_id, base, lexicon))
+        except ApaError as e:
+            errors.append(e.record(utt_id))
+    return Manifest(uri=uri, utterances=utterances, errors=errors)
+
+
+def read_manifest(uri: str | Path, lexicon: Lexicon | None = None) -> Manifest:
+    """Read a manifest (local path or ``s3://`` URI; format by ending, see :data:`FORMATS`).
+
+    With ``lexicon``, utterances without canonical phones (and without human phones) get them
+    from it, and a word it lacks makes the row a ``lexicon.unknown_word`` error. A file that
+    cannot be read at all raises (``FileNotFoundError``, ``OSError``, ``ValueError``).
+    """
+    uri = str(uri)
+    fmt = manifest_format(uri)
+    data = storage.read_bytes(uri)
+    if uri.lower().endswith(".gz"):
+        data = gzip.decompress(data)
+    rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](data)
+    return rows_to_manifest(uri, rows, lexicon)
+
+
+def manifest_row(utt: Utterance) -> Row:
+    """An utterance as a manifest row: phones as one string per word, human scores in the
+    ``scores.json`` shape (its ``text`` left out: the row's text is the assessment's)."""
+    row: Row = {
+        "id": utt.id,
+        "audio": utt.audio,
+        "text": utt.text,
+        "speaker": utt.speaker,
+        "age": utt.age,
+        "gender": utt.gender,
+        "phones": None if utt.phones is None else [" ".join(p) for p in utt.phones],
+    }
+    if utt.human is not None:
+        scores = assessment_to_upstream(utt.human)
+        scores.pop("text")
+        row.update(scores)
+    return row
+
+
+def write_manifest(utterances: Iterable[Utterance], uri: str | Path) -> None:
+    """Write utterances as a JSONL manifest (``.jsonl`` or ``.jsonl.gz``), local or ``s3://``.
+    Audio references are written as they are."""
+    uri = str(uri)
+    if manifest_format(uri) != "jsonl":
+        raise ValueError(f"{uri}: write_manifest writes JSONL (.jsonl or .jsonl.gz)")
+    data = "".join(json.dumps(manifest_row(u), ensure_ascii=False) + "\n" for u in utterances)
+    payload = data.encode("utf-8")
+    if uri.lower().endswith(".gz"):
+        payload = gzip.compress(payload, mtime=0)
+    storage.write_bytes(uri, payload)
