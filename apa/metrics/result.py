@@ -24,6 +24,11 @@ class Estimate(_Result):
     ci_low: float | None = None
     ci_high: float | None = None
     undefined: str | None = None
+    ci_undefined: str | None = None
+    """why there is no interval although ``value`` is defined (no resamples asked for, fewer
+    than two utterances to resample, too many resamples on which the metric is undefined)"""
+    resamples_excluded: int = 0
+    """resamples left out of the interval because the metric was undefined on them"""
 
 
 class AspectMetrics(_Result):
