@@ -87,8 +87,7 @@ class PhoneAssessment(_Record):
                 raise ValueError("a substitution names the pronounced phone")
             if strip_stress(self.pronounced) == strip_stress(self.phone):
                 raise ValueError(
-                    f"pronounced phone {self.pronounced!r} is the canonical one, "
-                    "not a substitution"
+                    f"pronounced phone {self.pronounced!r} is the canonical one, not a substitution"
                 )
         elif self.pronounced is not None:
             raise ValueError(
@@ -162,9 +161,7 @@ class Assessment(_Record):
             expected = words_of(self.text)
             got = [normalize_word(w.text) for w in self.words]
             if got != expected:
-                raise ValueError(
-                    f"words {got} do not follow the reference text {expected}"
-                )
+                raise ValueError(f"words {got} do not follow the reference text {expected}")
         return self
 
 
@@ -203,9 +200,7 @@ class Utterance(_Record):
                 if not phones:
                     raise ValueError(f"word {word!r} has no canonical phones")
         if self.human is not None and self.human.utterance_id != self.id:
-            raise ValueError(
-                f"human scores are for {self.human.utterance_id!r}, not {self.id!r}"
-            )
+            raise ValueError(f"human scores are for {self.human.utterance_id!r}, not {self.id!r}")
         return self
 
 

@@ -165,8 +165,7 @@ def tables_to_assessments(
         word_rows = sorted(words_of.pop(uid, []), key=lambda r: r["word_index"])
         _check_indices(uid, [r["word_index"] for r in word_rows], "word_index")
         built_words = [
-            _word_from_rows(uid, wr, phones_of.pop((uid, wr["word_index"]), []))
-            for wr in word_rows
+            _word_from_rows(uid, wr, phones_of.pop((uid, wr["word_index"]), [])) for wr in word_rows
         ]
         assessments.append(
             Assessment(

@@ -117,15 +117,21 @@ def _fixed() -> Assessment:
             "sentence": dict(accuracy=8, fluency=9, prosody=None, completeness=10, total=8),
             "words": [
                 {
-                    "text": "WE", "accuracy": 10, "stress": 10, "total": 10,
+                    "text": "WE",
+                    "accuracy": 10,
+                    "stress": 10,
+                    "total": 10,
                     "phones": [{"phone": "W", "accuracy": 2}, {"phone": "IY0", "accuracy": 1.8}],
-                    "start": 0.1, "end": 0.4,
+                    "start": 0.1,
+                    "end": 0.4,
                 },
                 {
-                    "text": "CALL", "accuracy": 4.5, "stress": None, "total": 5,
+                    "text": "CALL",
+                    "accuracy": 4.5,
+                    "stress": None,
+                    "total": 5,
                     "phones": [
-                        {"phone": "K", "accuracy": 0.2, "pronounced": "G",
-                         "error": "substitution"},
+                        {"phone": "K", "accuracy": 0.2, "pronounced": "G", "error": "substitution"},
                         {"phone": "AO0", "accuracy": 0, "error": "deletion"},
                         {"phone": "L", "accuracy": 2},
                     ],

@@ -85,22 +85,6 @@ def test_a_missing_split_directory_raises(sample_dir: Path) -> None:
 # --- copies with scores.json ------------------------------------------------------------
 
 
-@pytest.fixture()
-def corpus_copy(tmp_path: Path, sample_dir: Path) -> Path:
-    """The sample's train split as an upstream-style corpus: text files copied, resources in
-    resource/, wav.scp pointing at the shared audio with absolute paths."""
-    root = tmp_path / "corpus"
-    (root / "train").mkdir(parents=True)
-    (root / "resource").mkdir()
-    for name in KALDI_FILES:
-        shutil.copy(sample_dir / "train" / name, root / "train" / name)
-    for name in ("text-phone", "lexicon.txt"):
-        shutil.copy(sample_dir / name, root / "resource" / name)
-    wav = _table(sample_dir / "train" / "wav.scp")
-    _write_scp(root / "train" / "wav.scp", {k: str(sample_dir / v) for k, v in wav.items()})
-    return root
-
-
 def _write_scp(path: Path, table: dict[str, str], extra: str = "") -> None:
     path.write_text("".join(f"{k} {v}\n" for k, v in table.items()) + extra)
 

@@ -1,0 +1,150 @@
+"""The ``apa`` command line.
+
+``apa evaluate``: agreement of predicted scores with human scores, as a table, ``metrics.json``
+and a report with scatter plots; two prediction files compare two systems.
+``apa prepare``: a Speechocean762 directory as a JSONL manifest.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from apa.log import configure_logging, get_logger
+
+app = typer.Typer(
+    name="apa",
+    help="Automatic pronunciation assessment.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+log = get_logger("apa.cli")
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+def _system_names(preds: list[str], names: list[str]) -> list[str]:
+    if names and len(names) != len(preds):
+        raise _fail(f"give one --name per --pred ({len(preds)} predictions, {len(names)} names)")
+    if not names:
+        names = [Path(p.rstrip("/")).name.split(".")[0] for p in preds]
+        names = [n or f"system{i}" for i, n in enumerate(names)]
+    if len(set(names)) != len(names):
+        names = [f"{n}#{i + 1}" for i, n in enumerate(names)]
+    return names
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[
+        list[str],
+        typer.Option(
+            help="Predictions: a score-table directory, its utterances table, or JSONL of "
+            "assessments (local or s3://). Give it twice to compare two systems."
+        ),
+    ],
+    gold: Annotated[
+        str,
+        typer.Option(
+            help="Human scores: scores.json, a Speechocean762 directory, or a manifest with scores."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Directory for metrics.json, report.md, plots/.")
+    ] = Path("evaluation"),
+    name: Annotated[
+        list[str] | None, typer.Option(help="A name per --pred, in order (default: file names).")
+    ] = None,
+    resamples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples (0: no CIs).")] = 1000,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999)] = 0.95,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed; same seed, same intervals.")] = 0,
+) -> None:
+    """Compare predicted scores with human scores at sentence, word and phone level."""
+    configure_logging()
+    from apa.data.human_scores import read_human_scores
+    from apa.metrics.evaluate import evaluate as run_evaluation
+    from apa.metrics.join import paired_scores
+    from apa.report import console_table, write_report
+    from apa.tables import read_assessments
+
+    if len(pred) > 2:
+        raise _fail("give one or two --pred")
+    names = _system_names(pred, name or [])
+    started = time.perf_counter()
+    try:
+        human = read_human_scores(gold)
+        systems = {n: read_assessments(p) for n, p in zip(names, pred, strict=True)}
+    except (OSError, ValueError) as e:
+        raise _fail(str(e)) from e
+    if not human.assessments:
+        raise _fail(f"no human scores in {gold}")
+    log.info(
+        "inputs_read",
+        gold=gold,
+        human_scored=len(human.assessments),
+        human_unscored=human.unscored,
+        human_errors=len(human.errors),
+        **{f"pred_{n}": len(a) for n, a in systems.items()},
+    )
+    console = Console(soft_wrap=True)
+    if human.errors:
+        console.print(
+            f"[yellow]{len(human.errors)} human-score entries could not be read[/] "
+            f"(first: {human.errors[0].reason}: {human.errors[0].message})"
+        )
+    evaluation = run_evaluation(
+        systems, human.assessments, n_resamples=resamples, confidence=confidence, seed=seed
+    )
+    pairs = {n: paired_scores(a, human.assessments) for n, a in systems.items()}
+    sources = {"human scores": gold, **dict(zip(names, pred, strict=True))}
+    written = write_report(evaluation, pairs, out, sources=sources)
+    console.print(console_table(evaluation))
+    for system in evaluation.systems:
+        for j in system.join:
+            if j.pred_only or j.gold_only or j.mismatched or j.duplicate_predictions:
+                console.print(
+                    f"{system.name} {j.level}: {j.matched} matched, {j.mismatched} mismatched, "
+                    f"{j.pred_only} predicted only, {j.gold_only} human only, "
+                    f"{j.duplicate_predictions} duplicate"
+                )
+    console.print(f"metrics: {written['metrics']}\nreport:  {written['report']}")
+    log.info("evaluated", seconds=round(time.perf_counter() - started, 2), out=str(out))
+
+
+@app.command()
+def prepare(
+    corpus: Annotated[Path, typer.Argument(help="Speechocean762 root or split directory.")],
+    out: Annotated[str, typer.Option(help="Manifest to write (.jsonl or .jsonl.gz).")],
+    split: Annotated[
+        list[str] | None, typer.Option(help="Splits to include (default: train and test).")
+    ] = None,
+) -> None:
+    """Write a Speechocean762 corpus as a JSONL manifest (with human scores when present)."""
+    configure_logging()
+    from apa.data.manifest import write_manifest
+    from apa.data.speechocean762 import prepare_speechocean762
+
+    try:
+        data = prepare_speechocean762(corpus, splits=tuple(split or ("train", "test")))
+    except FileNotFoundError as e:
+        raise _fail(str(e)) from e
+    write_manifest(data.utterances, out)
+    errors = data.all_errors
+    Console(soft_wrap=True).print(
+        f"{len(data.utterances)} utterances written to {out}, {len(errors)} errors"
+    )
+    for e in errors:
+        log.warning("utterance_error", **e.model_dump(exclude_none=True))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())
