@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from apa.errors import ApaError
 from apa.log import configure_logging, get_logger
 
 app = typer.Typer(
@@ -118,6 +119,68 @@ def evaluate(
                 )
     console.print(f"metrics: {written['metrics']}\nreport:  {written['report']}")
     log.info("evaluated", seconds=round(time.perf_counter() - started, 2), out=str(out))
+
+
+@app.command()
+def score(
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input", help="Speechocean762 directory, or a manifest (JSONL/CSV/Parquet, s3://)."
+        ),
+    ],
+    output: Annotated[
+        str, typer.Option(help="Directory (local or s3://) for the Parquet score tables.")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="builtin:gop, a hub id, a directory or s3://; default auto.")
+    ] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter: path or s3://.")] = None,
+    merge_adapter: Annotated[
+        bool, typer.Option(help="Merge the adapter into the weights.")
+    ] = False,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Utterances per model call.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Score only the first N utterances read.")
+    ] = None,
+) -> None:
+    """Score utterances in-process and write utterances/words/phones/errors tables."""
+    configure_logging()
+    from apa.scoring.run import run_scoring
+    from apa.scoring.settings import ScoringSettings
+
+    flags = {
+        "model": model,
+        "adapter": adapter,
+        "dtype": dtype,
+        "device": device,
+        "batch_size": batch_size,
+        "merge_adapter": merge_adapter or None,
+    }
+    try:
+        settings = ScoringSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValueError as e:
+        raise _fail(str(e)) from e
+    console = Console(soft_wrap=True)
+    try:
+        summary = run_scoring(input, output, settings, limit=limit, progress=sys.stderr.isatty())
+    except ApaError as e:
+        raise _fail(e.message) from e
+    except (OSError, ValueError) as e:
+        raise _fail(str(e)) from e
+    console.print(
+        f"{summary.inputs} inputs = {summary.scored} scored + {summary.errors} errors; "
+        f"{summary.utterances_per_second:.2f} utterances/s, "
+        f"RTF {summary.realtime_factor if summary.realtime_factor is not None else '-'} "
+        f"({summary.scorer.name}{', RANDOM WEIGHTS' if summary.scorer.model_is_random else ''})"
+    )
+    for reason, count in summary.errors_by_reason.items():
+        console.print(f"  {count} × {reason}")
+    console.print(f"tables: {output}")
 
 
 @app.command()

@@ -17,6 +17,17 @@ import structlog
 LogFormat = Literal["json", "console"]
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of writing (test runners and CLIs
+    swap it), not the stream that was current when logging was configured."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(fmt: LogFormat | None = None, level: str | None = None) -> None:
     """Route structlog (and stdlib logging) to stderr as JSON or console lines."""
     fmt = fmt or os.environ.get("APA_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
@@ -41,11 +52,11 @@ def configure_logging(fmt: LogFormat | None = None, level: str | None = None) ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(
-        level=numeric, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s"
+        level=numeric, stream=_CurrentStderr(), format="%(name)s %(levelname)s %(message)s"
     )
 
 

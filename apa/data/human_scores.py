@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from apa import storage
-from apa.data.manifest import read_manifest
-from apa.data.speechocean762 import assessment_from_upstream, prepare_speechocean762
+from apa.data.inputs import read_utterances
+from apa.data.speechocean762 import assessment_from_upstream
 from apa.errors import InputError
 from apa.schema import Assessment, ErrorRecord
 
@@ -50,12 +49,7 @@ def read_human_scores(uri: str) -> HumanScores:
     """Human scores from a ``scores.json``, a Speechocean762 directory, or a manifest."""
     if uri.lower().endswith(".json"):
         return read_scores_json(uri)
-    if not storage.is_s3(uri) and Path(uri).is_dir():
-        corpus = prepare_speechocean762(uri)
-        scored = [u.human for u in corpus.utterances if u.human is not None]
-        unscored = sum(1 for u in corpus.utterances if u.human is None)
-        return HumanScores(uri, scored, corpus.all_errors, unscored)
-    manifest = read_manifest(uri)
-    scored = [u.human for u in manifest.utterances if u.human is not None]
-    unscored = sum(1 for u in manifest.utterances if u.human is None)
-    return HumanScores(uri, scored, manifest.errors, unscored)
+    source = read_utterances(uri)
+    scored = [u.human for u in source.utterances if u.human is not None]
+    unscored = sum(1 for u in source.utterances if u.human is None)
+    return HumanScores(uri, scored, source.errors, unscored)

@@ -1,0 +1,323 @@
+"""Forced alignment and a free phone loop with pocketsphinx, turned into an
+:class:`~apa.gop.analysis.UtteranceAnalysis`.
+
+A :class:`GopAligner` holds two pocketsphinx decoders, built once (per process or Ray actor)
+and reused for every utterance:
+
+- the *aligner* forces the canonical phones: each word's phones are registered as a
+  dictionary entry (``add_word``) and aligned in two passes, ``set_align_text`` for the
+  words, then ``set_alignment`` for phones and HMM states;
+- the *loop* decodes the same audio with a free phone loop (``add_allphone_file`` with no
+  phone language model): the text-free reference for the GOP.
+
+Both score all senones in every frame (``compallsen``) so that their scores are normalised
+alike and comparable. Settings measured on the Speechocean762 sample (``/work/shared``):
+``bestpath`` off and beams far wider than the defaults (see
+:class:`~apa.gop.config.GopConfig`); with ``bestpath`` on or the default beams, alignment
+fails on some utterances. pocketsphinx's alignment objects are copied into Python values at
+once: holding them across calls crashed the process.
+
+Dictionary entries: a word's entry is named by its phones (``APA:K_AO_L``), not by its
+spelling, so repeated words, apostrophes and homographs with different given phones need no
+special care, the canonical phones are always the ones forced (an existing CMUdict entry
+with extra pronunciations is never involved: the aligner's dictionary starts empty), and
+the dictionary grows only with the distinct pronunciations seen, never per utterance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pocketsphinx
+import soxr
+
+from apa.audio import Audio
+from apa.gop.analysis import (
+    LoopPhone,
+    Pause,
+    PhoneSegment,
+    UtteranceAnalysis,
+    WordSegment,
+    majority,
+)
+from apa.gop.config import LOG_BASE, NATS_PER_SCORE_UNIT, GopConfig
+from apa.gop.errors import AlignmentError
+from apa.text import strip_stress
+
+ARPABET: frozenset[str] = frozenset(
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
+    "UH UW V W Y Z ZH".split()
+)
+"""The 39 ARPAbet phones (no stress) of pocketsphinx's US-English model."""
+
+_TOKEN_PREFIX = "APA:"
+_LOOP_SEARCH = "apa_phone_loop"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A copied alignment entry (pocketsphinx's own objects must not outlive the call)."""
+
+    name: str
+    start: int
+    duration: int
+    score: int
+
+
+def _model_phones(phones: Sequence[str]) -> tuple[str, ...]:
+    """ARPAbet phones as the model names them: no stress digit, upper case."""
+    return tuple(strip_stress(p).upper() for p in phones)
+
+
+class GopAligner:
+    """Aligns utterances to their canonical phones and measures GOP features.
+
+    Build once and reuse: the decoders load the acoustic model (~0.1 s, ~65 MB) in
+    ``__init__``. Not thread-safe (one aligner per thread/actor). ``hmm`` is an acoustic
+    model directory; ``None`` is the US-English model bundled with pocketsphinx.
+    """
+
+    def __init__(self, config: GopConfig | None = None, *, hmm: str | None = None) -> None:
+        self.config = config if config is not None else GopConfig()
+        self.hmm = hmm if hmm is not None else pocketsphinx.get_model_path("en-us/en-us")
+        self._aligner = self._decoder()
+        self._loop = self._decoder(allphone_ci=not self.config.loop_context_dependent)
+        self._loop.add_allphone_file(_LOOP_SEARCH, None)
+        self._loop.activate_search(_LOOP_SEARCH)
+        self._tokens: dict[tuple[str, ...], str] = {}
+
+    def _decoder(self, **extra: object) -> pocketsphinx.Decoder:
+        c = self.config
+        return pocketsphinx.Decoder(
+            hmm=self.hmm,
+            lm=None,
+            dict=None,
+            samprate=c.sample_rate,
+            frate=c.frame_rate,
+            bestpath=False,
+            compallsen=True,
+            beam=c.beam,
+            wbeam=c.wbeam,
+            pbeam=c.pbeam,
+            pip=c.phone_insertion_penalty,
+            loglevel="FATAL",
+            **extra,
+        )
+
+    @property
+    def dictionary_size(self) -> int:
+        """Distinct pronunciations registered so far."""
+        return len(self._tokens)
+
+    def analyse(
+        self, audio: Audio, words: Sequence[str], phones: Sequence[Sequence[str]]
+    ) -> UtteranceAnalysis:
+        """Align ``audio`` to ``words`` and their canonical ``phones`` (ARPAbet, stress
+        digits allowed) and measure each phone. Raises only
+        :class:`~apa.gop.errors.AlignmentError`."""
+        try:
+            return self._analyse(audio, words, phones)
+        except AlignmentError:
+            raise
+        except MemoryError as exc:
+            raise AlignmentError("failed", "ran out of memory aligning the utterance") from exc
+        except Exception as exc:  # the contract: a bad utterance never crashes the caller
+            raise AlignmentError(
+                "failed", f"alignment failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _analyse(
+        self, audio: Audio, words: Sequence[str], phones: Sequence[Sequence[str]]
+    ) -> UtteranceAnalysis:
+        model_phones = self._check_input(words, phones)
+        samples = self._samples(audio)
+        c = self.config
+        n_phones = sum(len(p) for p in model_phones)
+        available = len(samples) // c.samples_per_frame
+        needed = c.min_phone_frames * n_phones
+        if available < needed:
+            raise AlignmentError(
+                "too_short_for_phones",
+                f"{len(samples) / c.sample_rate:.2f} s of audio holds {available} frames, but "
+                f"{n_phones} phones need at least {needed} ({c.min_phone_frames} each)",
+            )
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        tokens = [self._token(p) for p in model_phones]
+        aligned_words, aligned_phones = self._align(pcm, tokens)
+        loop = self._phone_loop(pcm)
+        return self._assemble(
+            words, phones, aligned_words, aligned_phones, loop, len(samples) / c.sample_rate
+        )
+
+    def _check_input(
+        self, words: Sequence[str], phones: Sequence[Sequence[str]]
+    ) -> list[tuple[str, ...]]:
+        if isinstance(words, str) or not words:
+            raise AlignmentError("bad_input", "no words to align (give a list of words)")
+        if len(phones) != len(words):
+            raise AlignmentError(
+                "bad_input", f"{len(phones)} phone lists for {len(words)} words: they must pair up"
+            )
+        model_phones = []
+        for index, (word, word_phones) in enumerate(zip(words, phones, strict=True)):
+            if isinstance(word_phones, str) or not word_phones:
+                raise AlignmentError(
+                    "bad_input", f"word {index} {word!r} has no phones (give a list of phones)"
+                )
+            mapped = _model_phones(word_phones)
+            unknown = [p for p, m in zip(word_phones, mapped, strict=True) if m not in ARPABET]
+            if unknown:
+                raise AlignmentError(
+                    "unknown_phone",
+                    f"word {index} {word!r}: {', '.join(map(repr, unknown))} not in the "
+                    "acoustic model's ARPAbet phone set",
+                )
+            model_phones.append(mapped)
+        return model_phones
+
+    def _samples(self, audio: Audio) -> np.ndarray:
+        samples = np.asarray(audio.samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise AlignmentError("bad_input", f"expected mono samples, got shape {samples.shape}")
+        samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+        if audio.sample_rate != self.config.sample_rate:
+            samples = soxr.resample(samples, audio.sample_rate, self.config.sample_rate)
+        return samples
+
+    def _token(self, phones: tuple[str, ...]) -> str:
+        """The dictionary entry that forces ``phones``, registered on first use."""
+        token = self._tokens.get(phones)
+        if token is None:
+            token = _TOKEN_PREFIX + "_".join(phones)
+            self._aligner.add_word(token, " ".join(phones), True)
+            self._tokens[phones] = token
+        return token
+
+    def _decode(self, decoder: pocketsphinx.Decoder, pcm: bytes) -> None:
+        decoder.start_utt()
+        try:
+            decoder.process_raw(pcm, full_utt=True)
+        finally:
+            decoder.end_utt()
+
+    def _align(self, pcm: bytes, tokens: list[str]) -> tuple[list[_Entry], list[list[_Entry]]]:
+        """Two-pass forced alignment: every word entry of the final alignment (ours and the
+        silences/noises between them) and the phone entries of each of ours."""
+        aligner = self._aligner
+        aligner.set_align_text(" ".join(tokens))
+        self._decode(aligner, pcm)
+        first_pass = [seg.word for seg in aligner.seg()]
+        if [w for w in first_pass if w.startswith(_TOKEN_PREFIX)] != tokens:
+            raise AlignmentError(
+                "failed", "the decoder found no path through all the words (first pass)"
+            )
+        aligner.set_alignment()
+        self._decode(aligner, pcm)
+        alignment = aligner.get_alignment()
+        if alignment is None:
+            raise AlignmentError("failed", "the decoder returned no phone alignment")
+        word_entries: list[_Entry] = []
+        phone_entries: list[list[_Entry]] = []
+        for word in alignment:
+            word_entries.append(_Entry(word.name, word.start, word.duration, word.score))
+            if word.name.startswith(_TOKEN_PREFIX):
+                phone_entries.append(
+                    [_Entry(p.name, p.start, p.duration, p.score) for p in word]
+                )
+        del alignment
+        ours = [w.name for w in word_entries if w.name.startswith(_TOKEN_PREFIX)]
+        if ours != tokens or any(w.duration <= 0 for w in word_entries):
+            raise AlignmentError(
+                "failed", "the decoder found no path through all the phones (second pass)"
+            )
+        return word_entries, phone_entries
+
+    def _phone_loop(self, pcm: bytes) -> list[_Entry]:
+        self._decode(self._loop, pcm)
+        entries = []
+        for seg in self._loop.seg():
+            frames = seg.end_frame - seg.start_frame + 1
+            if frames <= 0:
+                continue
+            score = math.log(seg.ascore) / math.log(LOG_BASE) if seg.ascore > 0 else -1e9
+            entries.append(_Entry(seg.word, seg.start_frame, frames, round(score)))
+        if not entries:
+            raise AlignmentError("failed", "the phone loop recognised nothing")
+        return entries
+
+    def _assemble(
+        self,
+        words: Sequence[str],
+        phones: Sequence[Sequence[str]],
+        word_entries: list[_Entry],
+        phone_entries: list[list[_Entry]],
+        loop: list[_Entry],
+        duration_s: float,
+    ) -> UtteranceAnalysis:
+        c = self.config
+        fs = c.frame_s
+        n_frames = max(
+            loop[-1].start + loop[-1].duration,
+            word_entries[-1].start + word_entries[-1].duration,
+        )
+        loop_score = np.zeros(n_frames)
+        loop_label = [""] * n_frames
+        for seg in loop:
+            loop_score[seg.start : seg.start + seg.duration] = seg.score / seg.duration
+            loop_label[seg.start : seg.start + seg.duration] = [seg.name] * seg.duration
+
+        word_segments = []
+        for text, given, entries in zip(words, phones, phone_entries, strict=True):
+            if len(entries) != len(given):
+                raise AlignmentError(
+                    "failed", f"word {text!r}: {len(entries)} aligned phones for {len(given)}"
+                )
+            segments = []
+            for phone, entry in zip(given, entries, strict=True):
+                start, stop = entry.start, entry.start + entry.duration
+                label, share = majority(loop_label[start:stop])
+                segments.append(
+                    PhoneSegment(
+                        phone=phone,
+                        start_s=start * fs,
+                        end_s=stop * fs,
+                        frames=entry.duration,
+                        aligned_score=entry.score / entry.duration * NATS_PER_SCORE_UNIT,
+                        loop_score=float(loop_score[start:stop].mean()) * NATS_PER_SCORE_UNIT,
+                        loop_phone=label,
+                        loop_share=share,
+                    )
+                )
+            word_segments.append(
+                WordSegment(
+                    text=text,
+                    start_s=segments[0].start_s,
+                    end_s=segments[-1].end_s,
+                    phones=tuple(segments),
+                )
+            )
+
+        pauses = []
+        for index, (left, right) in enumerate(zip(word_segments, word_segments[1:])):
+            if right.start_s - left.end_s >= c.min_pause_s - 1e-9:
+                pauses.append(Pause(after_word=index, start_s=left.end_s, end_s=right.start_s))
+        loop_phones = tuple(
+            LoopPhone(
+                phone=seg.name,
+                start_s=seg.start * fs,
+                end_s=(seg.start + seg.duration) * fs,
+                score=seg.score / seg.duration * NATS_PER_SCORE_UNIT,
+            )
+            for seg in loop
+        )
+        return UtteranceAnalysis(
+            words=tuple(word_segments),
+            loop_phones=loop_phones,
+            pauses=tuple(pauses),
+            duration_s=duration_s,
+            leading_silence_s=word_segments[0].start_s,
+            trailing_silence_s=max(0.0, duration_s - word_segments[-1].end_s),
+        )

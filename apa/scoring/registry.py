@@ -1,0 +1,48 @@
+"""Model names → loaded scorers. The one place that knows which backends exist."""
+
+from __future__ import annotations
+
+from apa.errors import ApaError
+from apa.scoring.scorer import Scorer
+from apa.scoring.settings import ScoringSettings
+
+GOP = "builtin:gop"
+
+
+class ScorerLoadError(ApaError):
+    """The scorer named in the settings cannot be loaded."""
+
+    stage = "model"
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_model_name(name: str) -> str:
+    """``auto`` → the embedded default: the GOP baseline on a machine without a GPU.
+
+    There is no trained LMM adapter to default to yet, so ``auto`` is the GOP baseline on a
+    GPU machine too; name an LMM explicitly to use one.
+    """
+    return GOP if name == "auto" else name
+
+
+def load_scorer(settings: ScoringSettings) -> Scorer:
+    """Load the scorer the settings name (once per process or actor)."""
+    name = resolve_model_name(settings.model)
+    if name == GOP:
+        if settings.adapter:
+            raise ScorerLoadError("adapter", "builtin:gop takes no adapter")
+        from apa.gop.scorer import GopScorer
+
+        return GopScorer()
+    raise ScorerLoadError(
+        "unknown_model",
+        f"no scorer for {name!r}: this build scores with {GOP!r}; the LMM backends "
+        "(Qwen2-Audio, Phi-4-multimodal) are not wired into scoring yet",
+    )

@@ -1,0 +1,27 @@
+"""Scoring settings: one pydantic model, filled from ``APA_*`` environment variables and
+overridden by CLI flags or job/service config."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "auto"
+
+
+class ScoringSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APA_", frozen=True, extra="forbid")
+
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="builtin:gop, builtin:tiny-qwen2-audio, builtin:tiny-phi4mm, a hub id, a "
+        "local directory or s3://bucket/prefix; 'auto' picks builtin:gop on a machine "
+        "without a GPU",
+    )
+    adapter: str | None = Field(default=None, description="LoRA adapter: local path or s3://")
+    merge_adapter: bool = Field(default=False, description="merge the adapter into the weights")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
+    batch_size: int = Field(default=8, ge=1, description="utterances per model call")

@@ -1,0 +1,58 @@
+"""The account of a scoring run: inputs = scored + errors, errors by reason, speed."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from apa.schema import Assessment, ErrorRecord
+from apa.scoring.scorer import ScorerInfo
+
+
+class RunSummary(BaseModel):
+    """Written as ``summary.json`` beside the score tables and logged at the end of a run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scorer: ScorerInfo
+    inputs: int
+    scored: int
+    errors: int
+    errors_by_reason: dict[str, int]
+    audio_seconds: float
+    """audio scored (decoded duration of the scored utterances)"""
+    wall_seconds: float
+    utterances_per_second: float
+    realtime_factor: float | None
+    """wall time / audio time: below 1 is faster than real time"""
+
+    @model_validator(mode="after")
+    def _counts_add_up(self) -> RunSummary:
+        if self.inputs != self.scored + self.errors:
+            raise ValueError(f"inputs {self.inputs} != scored {self.scored} + errors {self.errors}")
+        if sum(self.errors_by_reason.values()) != self.errors:
+            raise ValueError("errors_by_reason does not add up to errors")
+        return self
+
+
+def summarise(
+    scorer: ScorerInfo,
+    assessments: list[Assessment],
+    errors: list[ErrorRecord],
+    *,
+    audio_seconds: float,
+    wall_seconds: float,
+) -> RunSummary:
+    n = len(assessments) + len(errors)
+    return RunSummary(
+        scorer=scorer,
+        inputs=n,
+        scored=len(assessments),
+        errors=len(errors),
+        errors_by_reason=dict(Counter(e.reason for e in errors).most_common()),
+        audio_seconds=round(audio_seconds, 3),
+        wall_seconds=round(wall_seconds, 3),
+        utterances_per_second=round(n / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+        realtime_factor=round(wall_seconds / audio_seconds, 4) if audio_seconds > 0 else None,
+    )

@@ -1,0 +1,132 @@
+"""The in-process pipeline's mechanics, with a scorer double that records what it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apa.lexicon import Lexicon
+from apa.schema import Assessment, ErrorRecord, SentenceScores, Utterance
+from apa.scoring.pipeline import ScorerContractError, score_utterances
+from apa.scoring.scorer import PreparedUtterance, Scorer, ScoreResult, ScorerInfo
+
+LEXICON = Lexicon({"HELLO": [["HH", "AH0", "L", "OW1"]], "WORLD": [["W", "ER1", "L", "D"]]})
+
+
+class RecordingScorer:
+    """Scores sentence accuracy = audio duration; raises on ids in ``explode``."""
+
+    def __init__(self, explode: Sequence[str] = (), wrong_ids: bool = False) -> None:
+        self.batches: list[list[float]] = []
+        self.explode = set(explode)
+        self.wrong_ids = wrong_ids
+
+    @property
+    def info(self) -> ScorerInfo:
+        return ScorerInfo(name="double", backend="test", model_is_random=True)
+
+    def score(self, batch: Sequence[PreparedUtterance]) -> list[ScoreResult]:
+        self.batches.append([p.audio.duration_s for p in batch])
+        if any(p.utterance.id in self.explode for p in batch):
+            raise RuntimeError("boom")
+        out: list[ScoreResult] = [
+            Assessment(
+                utterance_id=p.utterance.id,
+                text=p.utterance.text,
+                sentence=SentenceScores(
+                    accuracy=min(p.audio.duration_s, 10.0),
+                    fluency=None,
+                    prosody=None,
+                    completeness=None,
+                    total=None,
+                ),
+                model="whatever the backend says",
+            )
+            for p in batch
+        ]
+        return out[::-1] if self.wrong_ids else out
+
+
+def _wav(path: Path, seconds: float) -> str:
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 220 * t), 16000)
+    return str(path)
+
+
+@pytest.fixture()
+def utterances(tmp_path: Path) -> list[Utterance]:
+    durations = [1.0, 3.0, 0.5, 2.0, 4.0, 1.5, 2.5]
+    return [
+        Utterance(id=f"u{i}", text="hello world", audio=_wav(tmp_path / f"u{i}.wav", d))
+        for i, d in enumerate(durations)
+    ]
+
+
+def test_results_in_input_order_batched_by_length(utterances: list[Utterance]) -> None:
+    scorer = RecordingScorer()
+    assert isinstance(scorer, Scorer)
+    seen: list[tuple[str, float]] = []
+    results = list(
+        score_utterances(
+            utterances,
+            scorer,
+            batch_size=3,
+            window=7,
+            lexicon=LEXICON,
+            on_result=lambda r, s: seen.append((r.utterance_id, s)),
+        )
+    )
+    assert [r.utterance_id for r in results] == [u.id for u in utterances]
+    assert scorer.batches == [[4.0, 3.0, 2.5], [2.0, 1.5, 1.0], [0.5]]
+    assert [r.sentence.accuracy for r in results] == pytest.approx(
+        [1.0, 3.0, 0.5, 2.0, 4.0, 1.5, 2.5]
+    )
+    assert all(r.model == "double" and r.model_is_random for r in results)
+    assert seen == [(r.utterance_id, r.sentence.accuracy) for r in results]
+
+
+def test_windows_bound_what_is_held(utterances: list[Utterance]) -> None:
+    scorer = RecordingScorer()
+    results = list(score_utterances(utterances, scorer, batch_size=8, window=3, lexicon=LEXICON))
+    assert [len(b) for b in scorer.batches] == [3, 3, 1]
+    assert [r.utterance_id for r in results] == [u.id for u in utterances]
+
+
+def test_bad_inputs_become_error_rows_and_counts_add_up(
+    utterances: list[Utterance], tmp_path: Path
+) -> None:
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    bad = [
+        Utterance(id="missing", text="hello", audio=str(tmp_path / "nope.wav")),
+        Utterance(id="corrupt", text="hello", audio=str(tmp_path / "corrupt.wav")),
+        Utterance(id="oov", text="hello zzyzxq", audio=utterances[0].audio),
+        Utterance(id="noaudio", text="hello"),
+    ]
+    inputs = [utterances[0], *bad, utterances[1]]
+    results = list(score_utterances(inputs, RecordingScorer(), lexicon=LEXICON))
+    assert [r.utterance_id for r in results] == [u.id for u in inputs]
+    errors = {r.utterance_id: r.reason for r in results if isinstance(r, ErrorRecord)}
+    assert errors == {
+        "missing": "audio.not_found",
+        "corrupt": "audio.undecodable",
+        "oov": "lexicon.unknown_word",
+        "noaudio": "input.no_audio",
+    }
+
+
+def test_a_failing_utterance_is_isolated(utterances: list[Utterance]) -> None:
+    scorer = RecordingScorer(explode=["u3"])
+    results = list(score_utterances(utterances, scorer, batch_size=4, lexicon=LEXICON))
+    failed = [r for r in results if isinstance(r, ErrorRecord)]
+    assert [(r.utterance_id, r.reason) for r in failed] == [("u3", "model.failed")]
+    assert "boom" in failed[0].message
+    assert sum(isinstance(r, Assessment) for r in results) == len(utterances) - 1
+
+
+def test_a_scorer_that_breaks_its_contract_is_a_bug(utterances: list[Utterance]) -> None:
+    with pytest.raises(ScorerContractError):
+        list(score_utterances(utterances, RecordingScorer(wrong_ids=True), lexicon=LEXICON))
