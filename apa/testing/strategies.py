@@ -54,16 +54,20 @@ def phone_assessments(draw: st.DrawFn, *, allow_none: bool = False) -> PhoneAsse
 
 
 @st.composite
-def word_assessments(draw: st.DrawFn, text: str, *, allow_none: bool = False) -> WordAssessment:
+def word_assessments(
+    draw: st.DrawFn, text: str, *, allow_none: bool = False, insertions: bool = True
+) -> WordAssessment:
+    """A valid assessment of word ``text`` with 1-6 phones; ``insertions=False`` leaves out
+    inserted phones (answer format v1 does not carry them)."""
     phones = draw(st.lists(phone_assessments(allow_none=allow_none), min_size=1, max_size=6))
-    insertions = draw(
+    inserted = draw(
         st.lists(
             st.builds(
                 InsertedPhone,
                 position=st.integers(0, len(phones)),
                 phone=st.sampled_from(ARPABET),
             ),
-            max_size=2,
+            max_size=2 if insertions else 0,
         )
     )
     return WordAssessment(
@@ -72,7 +76,7 @@ def word_assessments(draw: st.DrawFn, text: str, *, allow_none: bool = False) ->
         stress=draw(_score(10.0, allow_none=allow_none)),
         total=draw(_score(10.0, allow_none=allow_none)),
         phones=phones,
-        insertions=insertions,
+        insertions=inserted,
     )
 
 
@@ -86,8 +90,10 @@ def assessments(
     utterance_id: str | None = None,
     allow_none: bool = False,
     max_words: int = 6,
+    insertions: bool = True,
 ) -> Assessment:
-    """A valid assessment of a random sentence (upper-case words, ARPAbet phones)."""
+    """A valid assessment of a random sentence (upper-case words, ARPAbet phones).
+    ``insertions=False``: no word has inserted phones."""
     words = draw(st.lists(WORDS, min_size=1, max_size=max_words))
     uid = utterance_id or draw(st.text(alphabet="0123456789abcdef", min_size=1, max_size=10))
     sentence = SentenceScores(
@@ -100,7 +106,9 @@ def assessments(
         utterance_id=uid,
         text=" ".join(words),
         sentence=sentence,
-        words=[draw(word_assessments(w, allow_none=allow_none)) for w in words],
+        words=[
+            draw(word_assessments(w, allow_none=allow_none, insertions=insertions)) for w in words
+        ],
         model=draw(st.sampled_from([None, "human", "builtin:gop"])),
         model_is_random=draw(st.booleans()),
     )
