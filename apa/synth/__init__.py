@@ -1,0 +1,1 @@
+"""Synthetic speech (espeak-ng) for tests and the synthetic corpus."""
