@@ -133,7 +133,11 @@ def score(
         str, typer.Option(help="Directory (local or s3://) for the Parquet score tables.")
     ],
     model: Annotated[
-        str | None, typer.Option(help="builtin:gop, a hub id, a directory or s3://; default auto.")
+        str | None,
+        typer.Option(
+            help="builtin:gop, builtin:tiny-qwen2-audio, builtin:tiny-phi4mm, a hub id, a "
+            "directory or s3://; default auto."
+        ),
     ] = None,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter: path or s3://.")] = None,
     merge_adapter: Annotated[
@@ -146,6 +150,17 @@ def score(
     ] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Score only the first N utterances read.")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="LMM decoding: generate (constrained, slot by slot; any model; default) or "
+            "one-pass (every slot from one forward pass; a model trained for it)."
+        ),
+    ] = None,
+    scores: Annotated[
+        str | None,
+        typer.Option(help="LMM scores: expected (expected value; default) or greedy (integer)."),
     ] = None,
 ) -> None:
     """Score utterances in-process and write utterances/words/phones/errors tables."""
@@ -160,6 +175,8 @@ def score(
         "device": device,
         "batch_size": batch_size,
         "merge_adapter": merge_adapter or None,
+        "mode": mode,
+        "scores": scores,
     }
     try:
         settings = ScoringSettings(**{k: v for k, v in flags.items() if v is not None})
@@ -175,8 +192,13 @@ def score(
     console.print(
         f"{summary.inputs} inputs = {summary.scored} scored + {summary.errors} errors; "
         f"{summary.utterances_per_second:.2f} utterances/s, "
-        f"RTF {summary.realtime_factor if summary.realtime_factor is not None else '-'} "
-        f"({summary.scorer.name}{', RANDOM WEIGHTS' if summary.scorer.model_is_random else ''})"
+        f"RTF {summary.realtime_factor if summary.realtime_factor is not None else '-'}"
+        + (
+            f", {summary.lm_forward_passes_per_utterance:g} LM passes/utterance"
+            if summary.lm_forward_passes_per_utterance is not None
+            else ""
+        )
+        + f" ({summary.scorer.name}{', RANDOM WEIGHTS' if summary.scorer.model_is_random else ''})"
     )
     for reason, count in summary.errors_by_reason.items():
         console.print(f"  {count} × {reason}")

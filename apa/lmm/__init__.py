@@ -7,7 +7,12 @@
   phones), rendering an assessment into answer text and soft per-slot targets, and parsing
   answer text or per-slot probability distributions back into an assessment.
 - :mod:`apa.lmm.prompt`: the backend-neutral user-turn instruction.
+- :mod:`apa.lmm.backends`: what differs between Qwen2-Audio and Phi-4-multimodal (chat
+  template, audio placeholder and features), and the padded model inputs of a batch.
+- :mod:`apa.lmm.engine`: :class:`~apa.lmm.engine.LmmScorer`, the scorer that fills each
+  utterance's answer by constrained decoding (``generate``) or in one forward pass
+  (``one-pass``) and reads scores as expected values.
 
-The format is documented in ``docs/answer-format.md``. Nothing here imports torch or
-transformers at import time.
+The format is documented in ``docs/answer-format.md``. Importing this package imports
+neither torch nor transformers; the backends and the engine do.
 """

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -113,6 +113,7 @@ def load_model(
     dtype: str = "auto",
     device: str = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
+    prepare: Callable[[Any, Any], object] | None = None,
 ) -> LoadedModel:
     """Load the model ``ref`` (see the module docstring) with its processor.
 
@@ -120,7 +121,9 @@ def load_model(
     into the weights when ``merge_adapter`` is set. ``dtype`` is ``auto``, ``float32``,
     ``bfloat16`` or ``float16``; ``device`` is ``auto`` or a torch device (``cpu``,
     ``cuda``, ``cuda:1``). ``cache_dir`` overrides ``APA_CACHE_DIR`` for built-in and S3
-    models. Raises :class:`ModelLoadError`.
+    models. ``prepare(model, processor)``, when given, runs on the base model before the
+    adapter goes on (where scoring adds its answer tokens to the tokenizer and embeddings, so
+    that an adapter's own rows for them are kept). Raises :class:`ModelLoadError`.
     """
     if merge_adapter and adapter is None:
         raise ModelLoadError("invalid_option", "merge_adapter was set but no adapter was given")
@@ -136,6 +139,8 @@ def load_model(
         model, merged = _merge_speech_lora(ref, model, path, is_local)
         checkpoint_adapters = (SPEECH_LORA_DIR,) if merged else ()
     _check_audio_token(ref, family, model.config, processor)
+    if prepare is not None:
+        prepare(model, processor)
     if adapter is not None:
         model = _apply_adapter(model, adapter, merge_adapter, cache_dir)
     model.eval()

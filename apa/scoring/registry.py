@@ -33,7 +33,10 @@ def resolve_model_name(name: str) -> str:
 
 
 def load_scorer(settings: ScoringSettings) -> Scorer:
-    """Load the scorer the settings name (once per process or actor)."""
+    """Load the scorer the settings name (once per process or actor): :data:`GOP`, or else
+    an audio LMM (``builtin:tiny-qwen2-audio``, ``builtin:tiny-phi4mm``, a directory, an
+    ``s3://`` prefix or a Hub id; :func:`apa.lmm.engine.load_lmm_scorer`), which raises
+    :class:`~apa.models.loading.ModelLoadError` when it cannot be loaded."""
     name = resolve_model_name(settings.model)
     if name == GOP:
         if settings.adapter:
@@ -41,8 +44,14 @@ def load_scorer(settings: ScoringSettings) -> Scorer:
         from apa.gop.scorer import GopScorer
 
         return GopScorer()
-    raise ScorerLoadError(
-        "unknown_model",
-        f"no scorer for {name!r}: this build scores with {GOP!r}; the LMM backends "
-        "(Qwen2-Audio, Phi-4-multimodal) are not wired into scoring yet",
+    from apa.lmm.engine import load_lmm_scorer
+
+    return load_lmm_scorer(
+        name,
+        adapter=settings.adapter,
+        merge_adapter=settings.merge_adapter,
+        dtype=settings.dtype,
+        device=settings.device,
+        mode=settings.mode,
+        scores=settings.scores,
     )

@@ -75,7 +75,13 @@ def run_scoring(
 
     write_tables(output_uri, assessments, errors)
     summary = summarise(
-        scorer.info, assessments, errors, audio_seconds=audio_seconds, wall_seconds=wall
+        scorer.info,
+        assessments,
+        errors,
+        audio_seconds=audio_seconds,
+        wall_seconds=wall,
+        # LMM scorers count their forward passes; others have no such attribute.
+        lm_forward_passes_per_utterance=getattr(scorer, "forward_passes_per_utterance", None),
     )
     storage.write_bytes(
         storage.resolve(output_uri, "summary.json"),

@@ -25,3 +25,15 @@ class ScoringSettings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
     batch_size: int = Field(default=8, ge=1, description="utterances per model call")
+    mode: Literal["one-pass", "generate"] = Field(
+        default="generate",
+        description="LMM decoding: 'generate' fills the answer slot by slot with constrained "
+        "decoding (works for any instruct model, zero-shot included; one forward pass per "
+        "slot); 'one-pass' reads every slot from a single forward pass over the answer with "
+        "<|slot|> placeholders (needs a model fine-tuned in that format)",
+    )
+    scores: Literal["expected", "greedy"] = Field(
+        default="expected",
+        description="LMM scores: 'expected' is the expected value over the allowed score "
+        "tokens (continuous), 'greedy' the most probable score (an integer)",
+    )

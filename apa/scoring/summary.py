@@ -26,6 +26,9 @@ class RunSummary(BaseModel):
     utterances_per_second: float
     realtime_factor: float | None
     """wall time / audio time: below 1 is faster than real time"""
+    lm_forward_passes_per_utterance: float | None = None
+    """LM forward passes per utterance scored by an LMM (1 in one-pass mode, one per answer
+    slot in generate mode); ``None`` for scorers without a language model (GOP)"""
 
     @model_validator(mode="after")
     def _counts_add_up(self) -> RunSummary:
@@ -43,6 +46,7 @@ def summarise(
     *,
     audio_seconds: float,
     wall_seconds: float,
+    lm_forward_passes_per_utterance: float | None = None,
 ) -> RunSummary:
     n = len(assessments) + len(errors)
     return RunSummary(
@@ -55,4 +59,9 @@ def summarise(
         wall_seconds=round(wall_seconds, 3),
         utterances_per_second=round(n / wall_seconds, 3) if wall_seconds > 0 else 0.0,
         realtime_factor=round(wall_seconds / audio_seconds, 4) if audio_seconds > 0 else None,
+        lm_forward_passes_per_utterance=(
+            round(lm_forward_passes_per_utterance, 3)
+            if lm_forward_passes_per_utterance is not None
+            else None
+        ),
     )

@@ -119,7 +119,12 @@ def test_two_dimensional_input_is_refused() -> None:
 scores = st.lists(
     st.tuples(
         st.sampled_from([0.0, 0.2, 1.0, 1.8, 2.0, 5.0, 7.5, 10.0]),
-        st.one_of(st.floats(0, 10, allow_nan=False), st.sampled_from([0.0, 1.0, 2.0])),
+        # Rounded to 1e-9: a spread of a few subnormals (5e-324) squares to 0 and counts as
+        # constant (documented in apa.metrics.correlation); scores never look like that.
+        st.one_of(
+            st.floats(0, 10, allow_nan=False).map(lambda x: round(x, 9)),
+            st.sampled_from([0.0, 1.0, 2.0]),
+        ),
     ),
     min_size=0,
     max_size=40,

@@ -1,0 +1,52 @@
+"""Phi-4-multimodal (transformers' native ``Phi4MultimodalForCausalLM`` and
+``Phi4MultimodalProcessor``).
+
+Chat format::
+
+    <|user|><|audio|>{instruction}<|end|><|assistant|>{answer}<|end|>
+
+The processor expands ``<|audio|>`` to one token per 80 ms and extracts 80-bin log-mel
+features, padded across the batch. The native audio encoder is not invariant to that
+padding (its attention adds the padding mask as 0/1 instead of masking, and its
+convolutions see the padded frames), so each clip is encoded here on its own, with its
+real frames only: a clip's scores do not depend on the clips batched with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from apa.lmm.backends import Batch, chat_prompt
+
+
+@dataclass(frozen=True)
+class Phi4mmBackend:
+    family: str = "phi4mm"
+    end_of_turn: str = "<|end|>"
+    max_audio_seconds: float | None = None
+
+    def prompt(self, processor: Any, instruction: str) -> str:
+        return chat_prompt(processor, instruction)
+
+    def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
+        """``inputs_embeds``: token embeddings with each clip's audio embeddings (encoded
+        one clip at a time) at its ``<|audio|>`` positions."""
+        import torch
+
+        features = batch.audio["audio_input_features"]
+        sizes = batch.audio["audio_embed_sizes"]
+        frames = batch.audio.get("audio_attention_mask")
+        embeds = text_model.embed_tokens(batch.input_ids)
+        rows = []
+        for i in range(batch.input_ids.shape[0]):
+            n = int(frames[i].sum()) if frames is not None else features.shape[1]
+            rows.append(
+                text_model.embed_tokens_extend(
+                    batch.input_ids[i : i + 1],
+                    embeds[i : i + 1],
+                    audio_input_features=features[i : i + 1, :n],
+                    audio_embed_sizes=sizes[i : i + 1],
+                )
+            )
+        return {"inputs_embeds": torch.cat(rows)}

@@ -1,0 +1,387 @@
+"""The LMM scoring engine: an audio LMM fills the answer template of each utterance.
+
+:class:`LmmScorer` implements the :class:`~apa.scoring.scorer.Scorer` protocol for both
+families (through :mod:`apa.lmm.backends`). For each utterance it builds the instruction
+(:func:`apa.lmm.prompt.instruction`) and the answer template
+(:class:`~apa.lmm.answer.AnswerTemplate`), and reads every slot as a probability
+distribution over the tokens the slot allows; :func:`~apa.lmm.answer.parse_distributions`
+turns the distributions into an assessment. Two modes:
+
+``generate`` (the default: what a zero-shot instruct model needs)
+    Constrained decoding. The answer's structure is fixed by the reference, so the
+    placeholder answer is tokenized once and cut at its ``<|slot|>`` ids into fixed chunks.
+    The first forward pass reads the prompt, the audio and the first chunk; at the end of
+    each chunk the next-token distribution, restricted to
+    :meth:`~apa.lmm.answer.AnswerTemplate.allowed_tokens` and renormalised, is the slot's
+    distribution, and its most probable token is the slot's value. The next pass feeds that
+    token and the following chunk together, on the KV cache. One pass per slot; every answer
+    is well-formed by construction, even from random weights.
+
+``one-pass`` (for a model trained in that format)
+    The placeholder answer, ``<|slot|>`` at every slot, goes in with the prompt, and one
+    forward pass reads every slot: the distribution of the slot at position ``p`` is the
+    output at ``p - 1``. Slots cannot see each other's values.
+
+Rows are left-padded with ``position_ids = cumsum(attention_mask) - 1``; in generate mode
+the rows of a batch advance together, each step's chunks left-padded as well, and finished
+rows are fed padding. So a batch scores each utterance as it would be scored alone (to float
+rounding). The output head is applied only where slots are read.
+
+Scores are expected values over the allowed score tokens (``scores="expected"``) or the most
+probable score (``"greedy"``); a pronounced phone is the most probable token.
+
+The generated answer is decoded to text and checked against the template; an answer that
+does not fit, or distributions that cannot be read (NaN logits), become an
+:class:`~apa.schema.ErrorRecord` (stage ``answer``, ``raw`` holding the answer text), never
+an exception. :attr:`LmmScorer.forward_passes` counts the LM forward passes each utterance
+took part in (one per slot in generate mode, exactly one in one-pass mode).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from apa.errors import ApaError, AudioError, InputError
+from apa.lmm.answer import AnswerError, AnswerTemplate, Slot, SlotKind, parse_distributions
+from apa.lmm.backends import Batch, backend_for, build_batch, text_model_and_head
+from apa.lmm.prompt import instruction
+from apa.lmm.vocab import SLOT, add_answer_tokens, check_single_tokens
+from apa.models.loading import DTYPES, LoadedModel, load_model
+from apa.schema import Assessment, ErrorRecord
+from apa.scoring.scorer import PreparedUtterance, ScoreResult, ScorerInfo
+
+Mode = Literal["one-pass", "generate"]
+ScoreReading = Literal["expected", "greedy"]
+MODES: tuple[str, ...] = ("one-pass", "generate")
+SCORE_READINGS: tuple[str, ...] = ("expected", "greedy")
+
+_KINDS: tuple[SlotKind, ...] = ("score2", "score10", "pronounced")
+_KIND_TOKENS: dict[str, tuple[str, ...]] = {
+    kind: AnswerTemplate((), ()).allowed_tokens(Slot(kind, "phone", "accuracy")) for kind in _KINDS
+}
+"""The allowed tokens of each slot kind (they depend on the kind only)."""
+_WIDTH = max(len(tokens) for tokens in _KIND_TOKENS.values())
+_HEAD_ROWS = 512
+"""Hidden states sent through the output head at once (bounds the logits' memory)."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One utterance ready for the model."""
+
+    item: PreparedUtterance
+    template: AnswerTemplate
+    prompt: str
+    chunks: tuple[tuple[int, ...], ...]
+    """The placeholder answer's ids between slots: ``len(template.slots) + 1`` chunks."""
+    kinds: tuple[int, ...]
+    """Each slot's kind, as an index into :data:`_KINDS`."""
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What the model put in one job's slots: the token chosen and the distribution over the
+    slot's allowed tokens (in :meth:`AnswerTemplate.allowed_tokens` order)."""
+
+    tokens: list[int]
+    probs: list[list[float]]
+
+
+def load_lmm_scorer(
+    ref: str,
+    *,
+    adapter: str | None = None,
+    merge_adapter: bool = False,
+    dtype: str = "auto",
+    device: str = "auto",
+    mode: Mode = "generate",
+    scores: ScoreReading = "expected",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> LmmScorer:
+    """Load model ``ref`` (see :func:`apa.models.loading.load_model`) with the answer tokens
+    added to its tokenizer and embeddings before the adapter goes on (so an adapter's
+    trained rows for them are kept), and wrap it in an :class:`LmmScorer`."""
+
+    def add_tokens(model: Any, processor: Any) -> None:
+        add_answer_tokens(processor.tokenizer, model)
+
+    loaded = load_model(
+        ref,
+        adapter=adapter,
+        merge_adapter=merge_adapter,
+        dtype=dtype,
+        device=device,
+        cache_dir=cache_dir,
+        prepare=add_tokens,
+    )
+    return LmmScorer(loaded, mode=mode, scores=scores)
+
+
+class LmmScorer:
+    """Scores utterances with an audio LMM (see the module docstring).
+
+    ``loaded``'s tokenizer must hold the answer tokens
+    (:func:`~apa.lmm.vocab.add_answer_tokens`; :func:`load_lmm_scorer` adds them), each a
+    single token inside the model's vocabulary; otherwise ``ValueError``.
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, *, mode: Mode = "generate", scores: ScoreReading = "expected"
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if scores not in SCORE_READINGS:
+            raise ValueError(f"scores must be one of {SCORE_READINGS}, not {scores!r}")
+        self.loaded = loaded
+        self.mode: Mode = mode
+        self.scores: ScoreReading = scores
+        self.backend = backend_for(loaded.family)
+        self.processor = loaded.processor
+        self.tokenizer = loaded.processor.tokenizer
+        self._text_model, self._head = text_model_and_head(loaded.model)
+        ids = check_single_tokens(self.tokenizer)
+        vocab = self._head.weight.shape[0]
+        if max(ids.values()) >= vocab:
+            raise ValueError(
+                f"answer token ids reach {max(ids.values())} but the model's output has "
+                f"{vocab} rows: add the tokens to the model too (add_answer_tokens)"
+            )
+        self.slot_id = ids[SLOT]
+        self._device = torch.device(loaded.device)
+        self._dtype = DTYPES[loaded.dtype]
+        # Allowed ids per slot kind, padded to one width; ``valid`` marks the real entries.
+        index = torch.zeros((len(_KINDS), _WIDTH), dtype=torch.long)
+        valid = torch.zeros((len(_KINDS), _WIDTH), dtype=torch.bool)
+        for k, kind in enumerate(_KINDS):
+            allowed = [ids[t] for t in _KIND_TOKENS[kind]]
+            index[k, : len(allowed)] = torch.tensor(allowed)
+            valid[k, : len(allowed)] = True
+        self._allowed = index.to(self._device)
+        self._valid = valid.to(self._device)
+        self.forward_passes = 0
+        """LM forward passes, counted once per utterance taking part in each."""
+        self.utterances = 0
+        """Utterances that reached the model."""
+
+    @property
+    def info(self) -> ScorerInfo:
+        return ScorerInfo(
+            name=self.loaded.name,
+            backend=self.loaded.family,
+            model_is_random=self.loaded.is_random,
+            adapter=self.loaded.adapter,
+            device=self.loaded.device,
+        )
+
+    @property
+    def forward_passes_per_utterance(self) -> float | None:
+        """Mean LM forward passes per utterance so far; ``None`` before any."""
+        return self.forward_passes / self.utterances if self.utterances else None
+
+    def score(self, batch: Sequence[PreparedUtterance]) -> list[ScoreResult]:
+        results: list[ScoreResult | None] = [None] * len(batch)
+        jobs: list[tuple[int, _Job]] = []
+        for i, item in enumerate(batch):
+            try:
+                jobs.append((i, self._job(item)))
+            except ApaError as e:
+                results[i] = e.record(item.utterance.id)
+        if jobs:
+            ready = [job for _, job in jobs]
+            self.utterances += len(ready)
+            with torch.inference_mode():
+                reads = self._one_pass(ready) if self.mode == "one-pass" else self._generate(ready)
+            for (i, job), read in zip(jobs, reads, strict=True):
+                results[i] = self._result(job, read)
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    # -- preparing -----------------------------------------------------------------------
+
+    def _job(self, item: PreparedUtterance) -> _Job:
+        utterance = item.utterance
+        limit = self.backend.max_audio_seconds
+        if limit is not None and item.audio.duration_s > limit:
+            raise AudioError(
+                "too_long",
+                f"{utterance.id}: {item.audio.duration_s:.1f} s of audio, but "
+                f"{self.backend.family} takes at most {limit:g} s",
+            )
+        words, phones = utterance.words, utterance.phones or []
+        try:
+            template = AnswerTemplate.from_reference(words, phones)
+            prompt = self.backend.prompt(self.processor, instruction(utterance.text, words, phones))
+        except ValueError as e:
+            raise InputError("invalid_reference", f"{utterance.id}: {e}") from None
+        ids = self.tokenizer.encode(template.placeholder_text(), add_special_tokens=False)
+        chunks: list[tuple[int, ...]] = []
+        start = 0
+        for end in [j for j, t in enumerate(ids) if t == self.slot_id] + [len(ids)]:
+            chunks.append(tuple(ids[start:end]))
+            start = end + 1
+        if len(chunks) != len(template.slots) + 1:
+            raise RuntimeError(
+                f"the placeholder answer has {len(chunks) - 1} slot tokens for "
+                f"{len(template.slots)} slots"
+            )
+        kinds = tuple(_KINDS.index(s.kind) for s in template.slots)
+        return _Job(item, template, prompt, tuple(chunks), kinds)
+
+    def _batch(self, jobs: Sequence[_Job], answers: Sequence[Sequence[int]]) -> Batch:
+        batch = build_batch(
+            self.processor,
+            [job.prompt for job in jobs],
+            [job.item.audio.samples for job in jobs],
+            answers,
+        )
+        return batch.to(self._device, self._dtype)
+
+    # -- the model -----------------------------------------------------------------------
+
+    def _forward(self, rows: int, **inputs: Any) -> Any:
+        """One LM forward pass that ``rows`` utterances take part in."""
+        self.forward_passes += rows
+        return self._text_model(**inputs)
+
+    def _read_slots(
+        self, hidden: torch.Tensor, kinds: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For hidden states ``(n, hidden)`` just before slots of ``kinds`` ``(n,)``: each
+        slot's distribution over its allowed tokens ``(n, width)`` (float64, 0 past the
+        kind's tokens) and the most probable token's id ``(n,)``."""
+        probs, chosen = [], []
+        for start in range(0, hidden.shape[0], _HEAD_ROWS):
+            h, k = hidden[start : start + _HEAD_ROWS], kinds[start : start + _HEAD_ROWS]
+            index, valid = self._allowed[k], self._valid[k]
+            logits = self._head(h).gather(1, index).double().masked_fill(~valid, -torch.inf)
+            probs.append(torch.softmax(logits, dim=-1))
+            chosen.append(index.gather(1, logits.argmax(dim=-1, keepdim=True)).squeeze(1))
+        return torch.cat(probs), torch.cat(chosen)
+
+    def _one_pass(self, jobs: Sequence[_Job]) -> list[_Read]:
+        answers = []
+        for job in jobs:
+            answer: list[int] = list(job.chunks[0])
+            for chunk in job.chunks[1:]:
+                answer += [self.slot_id, *chunk]
+            answers.append(answer)
+        batch = self._batch(jobs, answers)
+        out = self._forward(
+            len(jobs),
+            **self.backend.first_pass_inputs(self._text_model, batch),
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+        rows, cols, kinds = [], [], []
+        for i, (job, answer, start) in enumerate(
+            zip(jobs, answers, batch.answer_starts, strict=True)
+        ):
+            slots = [start + j for j, t in enumerate(answer) if t == self.slot_id]
+            rows += [i] * len(slots)
+            cols += [p - 1 for p in slots]  # the output before a slot predicts it
+            kinds += job.kinds
+        where = torch.tensor([rows, cols], device=self._device)
+        hidden = out.last_hidden_state[where[0], where[1]]
+        probs, chosen = self._read_slots(hidden, torch.tensor(kinds, device=self._device))
+        probs_list, chosen_list = probs.cpu().tolist(), chosen.cpu().tolist()
+        reads, at = [], 0
+        for job in jobs:
+            n = len(job.kinds)
+            reads.append(_read(job, chosen_list[at : at + n], probs_list[at : at + n]))
+            at += n
+        return reads
+
+    def _generate(self, jobs: Sequence[_Job]) -> list[_Read]:
+        n_rows = len(jobs)
+        steps = max(len(job.kinds) for job in jobs)
+        kinds = torch.zeros((n_rows, steps), dtype=torch.long)
+        for i, job in enumerate(jobs):
+            kinds[i, : len(job.kinds)] = torch.tensor(job.kinds)
+        kinds = kinds.to(self._device)
+        batch = self._batch(jobs, [job.chunks[0] for job in jobs])
+        out = self._forward(
+            n_rows,
+            **self.backend.first_pass_inputs(self._text_model, batch),
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=True,
+        )
+        mask = batch.attention_mask
+        seen = mask.sum(dim=1).tolist()  # real tokens so far, per row
+        probs, chosen = self._read_slots(out.last_hidden_state[:, -1], kinds[:, 0])
+        all_probs, all_chosen = [probs], [chosen]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        for k in range(1, steps):
+            # Each row still answering feeds its previous slot's token and the next chunk.
+            feeds = [(1 + len(job.chunks[k])) if k < len(job.kinds) else 0 for job in jobs]
+            width = max(feeds)
+            ids = torch.full((n_rows, width), pad, dtype=torch.long)
+            step_mask = torch.zeros((n_rows, width), dtype=torch.long)
+            step_positions = torch.zeros((n_rows, width), dtype=torch.long)
+            value_rows, value_cols = [], []
+            for i, (job, n) in enumerate(zip(jobs, feeds, strict=True)):
+                if n == 0:
+                    continue
+                ids[i, width - n + 1 :] = torch.tensor(job.chunks[k], dtype=torch.long)
+                step_mask[i, width - n :] = 1
+                step_positions[i, width - n :] = torch.arange(seen[i], seen[i] + n)
+                seen[i] += n
+                value_rows.append(i)
+                value_cols.append(width - n)
+            ids = ids.to(self._device)
+            ids[value_rows, value_cols] = chosen[value_rows]
+            mask = torch.cat([mask, step_mask.to(self._device)], dim=1)
+            out = self._forward(
+                len(value_rows),
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=step_positions.to(self._device),
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+            probs, chosen = self._read_slots(out.last_hidden_state[:, -1], kinds[:, k])
+            all_probs.append(probs)
+            all_chosen.append(chosen)
+        probs_list = torch.stack(all_probs, dim=1).cpu().tolist()  # (rows, steps, width)
+        chosen_list = torch.stack(all_chosen, dim=1).cpu().tolist()
+        return [
+            _read(job, chosen_list[i][: len(job.kinds)], probs_list[i][: len(job.kinds)])
+            for i, job in enumerate(jobs)
+        ]
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _result(self, job: _Job, read: _Read) -> Assessment | ErrorRecord:
+        """The assessment of one job, or the answer error with the answer text as ``raw``."""
+        uid = job.item.utterance.id
+        ids = list(job.chunks[0])
+        for token, chunk in zip(read.tokens, job.chunks[1:], strict=True):
+            ids += [token, *chunk]
+        raw = self.tokenizer.decode(
+            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+        try:
+            job.template.read_text(raw)
+            return parse_distributions(
+                job.template,
+                read.probs,
+                utterance_id=uid,
+                reference_text=job.item.utterance.text,
+                model=self.loaded.name,
+                model_is_random=self.loaded.is_random,
+                greedy=self.scores == "greedy",
+            )
+        except AnswerError as e:
+            return e.record(uid).model_copy(update={"raw": raw})
+
+
+def _read(job: _Job, tokens: list[int], probs: list[list[float]]) -> _Read:
+    """Trim each slot's padded distribution to its kind's allowed tokens."""
+    widths = [len(_KIND_TOKENS[_KINDS[k]]) for k in job.kinds]
+    return _Read(tokens=tokens, probs=[p[:w] for p, w in zip(probs, widths, strict=True)])
