@@ -148,6 +148,9 @@ def score(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Utterances per model call.")
     ] = None,
+    gop_calibration: Annotated[
+        str | None, typer.Option(help="builtin:gop calibration JSON from 'apa calibrate'.")
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Score only the first N utterances read.")
     ] = None,
@@ -177,6 +180,7 @@ def score(
         "merge_adapter": merge_adapter or None,
         "mode": mode,
         "scores": scores,
+        "gop_calibration": gop_calibration,
     }
     try:
         settings = ScoringSettings(**{k: v for k, v in flags.items() if v is not None})
@@ -203,6 +207,39 @@ def score(
     for reason, count in summary.errors_by_reason.items():
         console.print(f"  {count} × {reason}")
     console.print(f"tables: {output}")
+
+
+@app.command("calibrate")
+def calibrate_gop(
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            help="Labelled data: Speechocean762 dir with scores.json, or "
+            "a manifest with human scores.",
+        ),
+    ],
+    out: Annotated[str, typer.Option(help="Calibration JSON to write (path or s3://).")],
+) -> None:
+    """Refit the builtin:gop calibration (GOP features → 0-2 / 0-10 scores) on labelled data."""
+    configure_logging()
+    from apa import storage
+    from apa.data.inputs import read_utterances
+    from apa.gop.refit import refit_calibration
+
+    try:
+        source = read_utterances(input)
+        calibration, errors, unlabelled = refit_calibration(source.utterances)
+    except (OSError, ValueError) as e:
+        raise _fail(str(e)) from e
+    storage.write_bytes(out, (calibration.model_dump_json(indent=2) + "\n").encode())
+    console = Console(soft_wrap=True)
+    console.print(
+        f"fitted on {calibration.fitted_on} utterances; {len(errors)} unusable, "
+        f"{unlabelled} without human scores, {len(source.errors)} unreadable; wrote {out}"
+    )
+    for e in [*source.errors, *errors]:
+        log.warning("utterance_error", **e.model_dump(exclude_none=True))
 
 
 @app.command()

@@ -87,8 +87,13 @@ def _jsonl_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
             yield number, InputError("malformed_row", message, raw=raw)
             continue
         if not isinstance(row, dict):
-            yield number, InputError(
-                "malformed_row", f"line {number}: not a JSON object ({type(row).__name__})", raw=raw
+            yield (
+                number,
+                InputError(
+                    "malformed_row",
+                    f"line {number}: not a JSON object ({type(row).__name__})",
+                    raw=raw,
+                ),
             )
             continue
         yield number, row

@@ -41,9 +41,9 @@ def load_scorer(settings: ScoringSettings) -> Scorer:
     if name == GOP:
         if settings.adapter:
             raise ScorerLoadError("adapter", "builtin:gop takes no adapter")
-        from apa.gop.scorer import GopScorer
+        from apa.gop.scorer import GopScorer, load_calibration
 
-        return GopScorer()
+        return GopScorer(calibration=load_calibration(settings.gop_calibration))
     from apa.lmm.engine import load_lmm_scorer
 
     return load_lmm_scorer(

@@ -37,3 +37,8 @@ class ScoringSettings(BaseSettings):
         description="LMM scores: 'expected' is the expected value over the allowed score "
         "tokens (continuous), 'greedy' the most probable score (an integer)",
     )
+    gop_calibration: str | None = Field(
+        default=None,
+        description="builtin:gop calibration JSON from 'apa calibrate' (path or s3://); "
+        "default: the documented defaults in apa.gop.calibration",
+    )
