@@ -11,6 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Tests are deterministic: hypothesis draws the same examples on every run (and in CI).
+hypothesis_settings.register_profile("apa", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("apa")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "speechocean762-sample"
