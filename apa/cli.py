@@ -151,6 +151,9 @@ def score(
     gop_calibration: Annotated[
         str | None, typer.Option(help="builtin:gop calibration JSON from 'apa calibrate'.")
     ] = None,
+    timings: Annotated[
+        bool, typer.Option(help="Add word/phone times from the GOP aligner to LMM output.")
+    ] = False,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Score only the first N utterances read.")
     ] = None,
@@ -181,6 +184,7 @@ def score(
         "mode": mode,
         "scores": scores,
         "gop_calibration": gop_calibration,
+        "timings": timings or None,
     }
     try:
         settings = ScoringSettings(**{k: v for k, v in flags.items() if v is not None})

@@ -46,7 +46,7 @@ def load_scorer(settings: ScoringSettings) -> Scorer:
         return GopScorer(calibration=load_calibration(settings.gop_calibration))
     from apa.lmm.engine import load_lmm_scorer
 
-    return load_lmm_scorer(
+    scorer = load_lmm_scorer(
         name,
         adapter=settings.adapter,
         merge_adapter=settings.merge_adapter,
@@ -55,3 +55,8 @@ def load_scorer(settings: ScoringSettings) -> Scorer:
         mode=settings.mode,
         scores=settings.scores,
     )
+    if settings.timings:
+        from apa.scoring.timings import WithTimings
+
+        return WithTimings(scorer)
+    return scorer

@@ -42,3 +42,8 @@ class ScoringSettings(BaseSettings):
         description="builtin:gop calibration JSON from 'apa calibrate' (path or s3://); "
         "default: the documented defaults in apa.gop.calibration",
     )
+    timings: bool = Field(
+        default=False,
+        description="add word and phone start/end times from the GOP aligner to backends "
+        "that give none (the LMMs); builtin:gop always has them",
+    )
