@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,31 @@ def sample_dir() -> Path:
     if not (SAMPLE / "train" / "text").exists():
         pytest.fail(f"Speechocean762 sample not found at {SAMPLE}")
     return SAMPLE
+
+
+@pytest.fixture()
+def copy_corpus(tmp_path: Path, sample_dir: Path):
+    """A factory: ``copy_corpus(split)`` makes an upstream-style corpus of one sample split
+    under tmp_path (text files copied, ``text-phone`` and ``lexicon.txt`` in ``resource/``,
+    ``wav.scp`` pointing at the shared audio by absolute path: no audio copied) and returns
+    its root. Tests add a ``resource/scores.json`` of their own."""
+
+    def make(split: str) -> Path:
+        root = tmp_path / "corpus"
+        (root / split).mkdir(parents=True)
+        (root / "resource").mkdir(exist_ok=True)
+        for name in ("text", "utt2spk", "spk2age", "spk2gender"):
+            shutil.copy(sample_dir / split / name, root / split / name)
+        for name in ("text-phone", "lexicon.txt"):
+            shutil.copy(sample_dir / name, root / "resource" / name)
+        lines = (sample_dir / split / "wav.scp").read_text().splitlines()
+        rows = (line.split(maxsplit=1) for line in lines if line.strip())
+        (root / split / "wav.scp").write_text(
+            "".join(f"{key} {sample_dir / ref.strip()}\n" for key, ref in rows)
+        )
+        return root
+
+    return make
 
 
 def _free_port() -> int:

@@ -115,19 +115,9 @@ def test_fit_recovers_the_maps_that_made_the_labels() -> None:
     assert fitted.fitted_on == 60
 
 
-def test_score_defaults_to_gop_and_calibrate_refits(test_utterances, sample_dir, tmp_path):
-    # Labels in the upstream schema for six utterances of a copy of the test split.
-    corpus = tmp_path / "corpus" / "test"
-    corpus.mkdir(parents=True)
-    for name in ("text", "utt2spk", "spk2age", "spk2gender"):
-        (corpus / name).write_text((sample_dir / "test" / name).read_text())
-    wav = [
-        line.split(maxsplit=1)
-        for line in (sample_dir / "test" / "wav.scp").read_text().splitlines()
-    ]
-    (corpus / "wav.scp").write_text("".join(f"{k} {sample_dir / v}\n" for k, v in wav))
-    for name in ("text-phone", "lexicon.txt"):
-        (corpus.parent / name).write_text((sample_dir / name).read_text())
+def test_score_defaults_to_gop_and_calibrate_refits(test_utterances, copy_corpus, tmp_path):
+    # Labels in the upstream schema for eight utterances of a copy of the test split.
+    corpus = copy_corpus("test") / "test"
     rng = np.random.default_rng(1)
     scores = {}
     for u in test_utterances[:8]:
@@ -155,7 +145,7 @@ def test_score_defaults_to_gop_and_calibrate_refits(test_utterances, sample_dir,
                 }
             )
         )
-    (corpus.parent / "scores.json").write_text(json.dumps(scores))
+    (corpus.parent / "resource" / "scores.json").write_text(json.dumps(scores))
 
     calib = tmp_path / "calib.json"
     done = runner.invoke(app, ["calibrate", "--input", str(corpus), "--out", str(calib)])
