@@ -114,6 +114,26 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     _s3_filesystem.cache_clear()
 
 
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray instance for the whole test session (about 5 s to start), shared by the
+    batch-job, fine-tuning and Serve tests. A test that starts Serve shuts Serve down again
+    (``serve.shutdown()``) so that its replicas free the CPUs for the next test. Yields the
+    ``ray`` module."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=4,  # logical CPUs: a Serve ingress + model replica and a Data pool fit
+            include_dashboard=False,
+            log_to_driver=True,
+            # model caches built by tests are found by the workers through the environment
+            runtime_env={"env_vars": {"APA_CACHE_DIR": str(tmp_path_factory.mktemp("ray-cache"))}},
+        )
+    yield ray
+    ray.shutdown()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Keep tests off any real cloud endpoint even if the developer's shell has one.
     os.environ.pop("AWS_PROFILE", None)
