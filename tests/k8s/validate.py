@@ -29,7 +29,7 @@ class InvalidObject(AssertionError):
 def crd_schema(kind: str) -> dict[str, Any]:
     """The v1 ``openAPIV3Schema`` of a KubeRay kind."""
     for path in sorted(CRDS.glob("ray.io_*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         if crd["spec"]["names"]["kind"] == kind:
             (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
             return version["schema"]["openAPIV3Schema"]

@@ -1,0 +1,462 @@
+"""The online scoring service: a Ray Serve application of two deployments.
+
+``Ingress`` (FastAPI, a fraction of a CPU) authenticates, validates and decodes each request
+and answers it; ``Scorer`` holds the model (``num_gpus`` only here), loaded once per replica
+with :func:`apa.scoring.registry.load_scorer`, and scores dynamic batches (``@serve.batch``)
+with :func:`apa.scoring.pipeline.score_batch`, the batch job's code path. The two scale
+apart.
+
+Routes (under the application's ``route_prefix``, ``/apa`` in the chart; Ray's HTTP proxy
+owns ``/-/healthz`` and ``/-/routes`` at the root):
+
+- ``POST /v1/assessments``: multipart (``audio`` file, ``text``, optional ``id``, ``levels``,
+  ``scores``) or JSON (``{"text", "audio_base64", "id"?, "options"?: {"levels", "scores"}}``)
+  → the :class:`~apa.schema.Assessment` JSON (the fields of the batch tables).
+- ``GET /-/healthz``: 200 once a model replica answers (the model is loaded), else 503.
+- ``GET /v1/models``: the base model, adapter, backend and whether the weights are random.
+- ``GET /openapi.json``.
+
+Serve config: ``import_path: serve.app:build_app`` with ``args`` holding
+:class:`~serve.settings.ServeSettings` fields.
+"""
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ray import serve
+from ray.serve.config import BackpressureConfig
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from apa.lexicon import Lexicon
+from apa.log import configure_logging, get_logger
+from apa.schema import Assessment, ErrorRecord, Level
+from apa.scoring.pipeline import score_batch
+from apa.scoring.registry import load_scorer
+from apa.scoring.request import LEVELS, assessment_view, prepare_request
+from apa.scoring.scorer import PreparedUtterance, ScoreResult
+from serve.auth import KeyChecker
+from serve.errors import PROBLEM_JSON, Problem
+from serve.metrics import IngressMetrics, ScorerMetrics
+from serve.settings import ServeSettings
+
+log = get_logger(__name__)
+
+RequestId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
+
+
+class AssessmentOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    levels: list[Level] = Field(
+        default_factory=lambda: list(LEVELS),
+        min_length=1,
+        description="levels to report; sentence scores are always there, 'phone' needs 'word'",
+    )
+    scores: Literal["continuous", "integer"] = Field(
+        default="continuous", description="'integer' rounds every score half up"
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _phone_needs_word(cls, levels: list[Level]) -> list[Level]:
+        if "phone" in levels and "word" not in levels:
+            raise ValueError("phone scores are reported inside their words: ask for 'word' too")
+        return levels
+
+
+class AssessmentRequest(BaseModel):
+    """The JSON form of a request (``application/json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="the reference text the speaker read")
+    audio_base64: str = Field(description="the encoded audio file (WAV, FLAC, OGG, MP3), base64")
+    id: RequestId | None = Field(default=None, description="echoed as utterance_id")
+    options: AssessmentOptions = Field(default_factory=AssessmentOptions)
+
+
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "required": ["audio", "text"],
+    "properties": {
+        "audio": {"type": "string", "format": "binary"},
+        "text": {"type": "string"},
+        "id": {"type": "string"},
+        "levels": {"type": "string", "description": "comma-separated: sentence,word,phone"},
+        "scores": {"type": "string", "enum": ["continuous", "integer"]},
+    },
+}
+
+app = FastAPI(
+    title="apa online scoring",
+    description="Pronunciation assessment of one utterance (Speechocean762 rubric). Errors are "
+    "RFC 9457 problem JSON with a 'reason' (stage.code).",
+    version="1",
+)
+
+
+_fastapi_openapi = app.openapi
+
+
+def _openapi() -> dict[str, Any]:
+    """FastAPI's document, plus the JSON request schema that the raw-body route names."""
+    if app.openapi_schema is None:
+        schema = _fastapi_openapi()
+        request = AssessmentRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request.pop("$defs", {}))
+        components["AssessmentRequest"] = request
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app.openapi = _openapi  # type: ignore[method-assign]
+
+
+@app.exception_handler(Problem)
+async def _problem(_: Request, exc: Problem) -> Response:
+    return exc.response()
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+    return _validation_problem(exc.errors()).response()
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    reason = {404: "request.not_found", 405: "request.method_not_allowed"}.get(
+        exc.status_code, "request.malformed"
+    )
+    return Problem(reason, str(exc.detail), status=exc.status_code).response()
+
+
+def _validation_problem(errors: Any) -> Problem:
+    listed = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in errors
+    ]
+    detail = "; ".join(f"{'.'.join(e['loc']) or 'body'}: {e['msg']}" for e in listed)
+    return Problem("request.invalid", detail or "invalid request", extra={"errors": listed})
+
+
+# Defined before the deployments: ``@serve.ingress`` serializes the FastAPI app (and the
+# globals its routes use) when the class is decorated.
+
+
+class _Parsed(BaseModel):
+    """A request, JSON or multipart, parsed: the audio still encoded."""
+
+    text: str
+    audio: bytes
+    id: RequestId | None = None
+    options: AssessmentOptions
+
+
+def _parse_json(body: bytes) -> _Parsed:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Problem("request.malformed", f"the body is not valid JSON: {e}") from e
+    try:
+        request = AssessmentRequest.model_validate(data)
+    except ValidationError as e:
+        raise _validation_problem(e.errors()) from e
+    return _Parsed(
+        text=request.text,
+        audio=_decode_base64(request.audio_base64),
+        id=request.id,
+        options=request.options,
+    )
+
+
+def _decode_base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise Problem("request.bad_base64", f"audio_base64 is not valid base64: {e}") from e
+
+
+async def _parse_multipart(request: Request, body: bytes) -> _Parsed:
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = MultiPartParser(request.headers, stream(), max_files=1, max_fields=8)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise Problem("request.malformed", f"the multipart body cannot be parsed: {e}") from e
+    try:
+        audio = form.get("audio")
+        if not isinstance(audio, UploadFile):
+            raise Problem("request.invalid", "the multipart body needs an 'audio' file part")
+        fields: dict[str, Any] = {}
+        for name in ("text", "id", "levels", "scores"):
+            value = form.get(name)
+            if isinstance(value, UploadFile):
+                raise Problem("request.invalid", f"'{name}' must be a form field, not a file")
+            if value is not None:
+                fields[name] = value
+        if "text" not in fields:
+            raise Problem("request.invalid", "the multipart body needs a 'text' field")
+        options: dict[str, Any] = {}
+        if "levels" in fields:
+            options["levels"] = [v.strip() for v in fields["levels"].split(",") if v.strip()]
+        if "scores" in fields:
+            options["scores"] = fields["scores"]
+        try:
+            return _Parsed(
+                text=fields["text"],
+                audio=await audio.read(),
+                id=fields.get("id"),
+                options=AssessmentOptions.model_validate(options),
+            )
+        except ValidationError as e:
+            raise _validation_problem(e.errors()) from e
+    finally:
+        await form.close()
+
+
+@serve.deployment
+class Scorer:
+    """The model deployment: one scorer per replica, dynamic batches through ``score``."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        configure_logging()
+        self.settings = ServeSettings(**args)
+        started = time.perf_counter()
+        self.scorer = load_scorer(self.settings.scoring)
+        self.metrics = ScorerMetrics()
+        self.score.set_max_batch_size(self.settings.scoring.batch_size)
+        self.score.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        log.info(
+            "scorer_loaded",
+            model=self.scorer.info.name,
+            backend=self.scorer.info.backend,
+            model_is_random=self.scorer.info.model_is_random,
+            seconds=round(time.perf_counter() - started, 3),
+            max_batch_size=self.settings.scoring.batch_size,
+        )
+
+    def info(self) -> dict[str, Any]:
+        scoring = self.settings.scoring
+        return {
+            **self.scorer.info.model_dump(),
+            "mode": scoring.mode,
+            "scores": scoring.scores,
+            "max_batch_size": scoring.batch_size,
+        }
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def score(self, items: list[PreparedUtterance]) -> list[ScoreResult]:
+        # In a thread, so that requests keep queueing into the next batch meanwhile.
+        results = await asyncio.to_thread(score_batch, self.scorer, items)
+        self.metrics.batch(len(items), sum(item.audio.duration_s for item in items))
+        return results
+
+
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    """HTTP: authentication, limits, validation, decoding; scoring is the ``Scorer``'s."""
+
+    def __init__(self, scorer: DeploymentHandle, args: dict[str, Any]) -> None:
+        configure_logging()
+        self.settings = ServeSettings(**args)
+        self.auth = KeyChecker(self.settings.auth_keys())
+        lexicon = Lexicon.cmudict()
+        if self.settings.lexicon:
+            lexicon = Lexicon.from_file(self.settings.lexicon).with_fallback(lexicon)
+        lexicon.lookup("warm")  # load CMUdict now, not on the first request
+        self.lexicon = lexicon
+        self.scorer = scorer
+        self.metrics = IngressMetrics()
+        self._retry = {"Retry-After": str(self.settings.retry_after_s)}
+        log.info("ingress_ready", auth=self.auth.enabled)
+
+    async def _answer(
+        self, route: str, request: Request, handler: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """Run ``handler``; a :class:`Problem` becomes its answer; count and log either way."""
+        started = time.perf_counter()
+        reason = None
+        try:
+            response = await handler()
+        except Problem as problem:
+            response, reason = problem.response(), problem.reason
+        seconds = time.perf_counter() - started
+        self.metrics.answered(route, response.status_code, seconds)
+        log.info(
+            "request",
+            route=route,
+            status=response.status_code,
+            reason=reason,
+            seconds=round(seconds, 4),
+            client=request.client.host if request.client else None,
+        )
+        return response
+
+    async def _model_info(self) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(
+                self.scorer.info.remote(), timeout=self.settings.health_timeout_s
+            )
+        except (TimeoutError, BackPressureError, DeploymentUnavailableError) as e:
+            raise Problem(
+                "server.not_ready",
+                f"no model replica answered within {self.settings.health_timeout_s:g} s "
+                f"({type(e).__name__})",
+                headers=self._retry,
+            ) from e
+
+    @app.get("/-/healthz", summary="ready once a model replica has its model loaded")
+    async def healthz(self, request: Request) -> Response:
+        async def handle() -> Response:
+            info = await self._model_info()
+            return JSONResponse({"status": "ok", "model": info["name"]})
+
+        return await self._answer("/-/healthz", request, handle)
+
+    @app.get("/v1/models", summary="the model that scores: base, adapter, random weights")
+    async def models(self, request: Request) -> Response:
+        async def handle() -> Response:
+            self._authenticate(request)
+            return JSONResponse({"models": [await self._model_info()]})
+
+        return await self._answer("/v1/models", request, handle)
+
+    @app.post(
+        "/v1/assessments",
+        summary="assess one utterance",
+        response_model=Assessment,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/AssessmentRequest"}
+                    },
+                    "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+                },
+            },
+            "responses": {
+                str(code): {"description": text, "content": {PROBLEM_JSON: {}}}
+                for code, text in (
+                    (401, "no or wrong API key"),
+                    (413, "upload or audio over the size limit"),
+                    (415, "not JSON or multipart"),
+                    (422, "bad audio, text or options (see 'reason')"),
+                    (503, "overloaded or not ready: retry after Retry-After seconds"),
+                )
+            },
+        },
+    )
+    async def assess(self, request: Request) -> Response:
+        return await self._answer("/v1/assessments", request, lambda: self._assess(request))
+
+    def _authenticate(self, request: Request) -> None:
+        problem = self.auth(request.headers.get("authorization"))
+        if problem is not None:
+            raise problem
+
+    async def _assess(self, request: Request) -> Response:
+        self._authenticate(request)
+        content_type = request.headers.get("content-type", "")
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media not in ("application/json", "multipart/form-data"):
+            raise Problem(
+                "request.unsupported_media_type",
+                f"send application/json or multipart/form-data, not {media or 'no content type'}",
+            )
+        body = await self._read_body(request)
+        if media == "application/json":
+            parsed = _parse_json(body)
+        else:
+            parsed = await _parse_multipart(request, body)
+        request_id = parsed.id or uuid.uuid4().hex
+        prepared = await run_in_threadpool(
+            prepare_request,
+            request_id,
+            parsed.text,
+            parsed.audio,
+            lexicon=self.lexicon,
+            audio_config=self.settings.audio,
+            max_text_chars=self.settings.max_text_chars,
+        )
+        if isinstance(prepared, ErrorRecord):
+            raise Problem(prepared.reason, prepared.message)
+        self.metrics.audio.observe(prepared.audio.duration_s)
+        try:
+            result = await self.scorer.score.remote(prepared)
+        except BackPressureError as e:
+            raise Problem(
+                "server.overloaded", "too many requests in flight; retry", headers=self._retry
+            ) from e
+        except DeploymentUnavailableError as e:
+            raise Problem(
+                "server.not_ready", "no model replica is available", headers=self._retry
+            ) from e
+        if isinstance(result, ErrorRecord):
+            raise Problem(result.reason, result.message)
+        view = assessment_view(
+            result, levels=parsed.options.levels, integer=parsed.options.scores == "integer"
+        )
+        return JSONResponse(view.model_dump(mode="json"))
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.settings.max_upload_bytes
+        too_large = Problem(
+            "request.too_large", f"the request body is over the {limit:,}-byte limit"
+        )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def build_app(args: dict[str, Any] | None = None) -> serve.Application:
+    """The Serve application builder (``import_path: serve.app:build_app``): the settings are
+    checked here, so a bad config fails at deploy time with pydantic's message, and each
+    replica builds its own from the same ``args`` and its environment (API keys are read in
+    the replica, never passed through the controller)."""
+    args = dict(args or {})
+    settings = ServeSettings(**args)
+    settings.auth_keys()
+    scorer = Scorer.options(
+        num_replicas=settings.scorer_replicas,
+        ray_actor_options={
+            "num_cpus": settings.scorer_num_cpus,
+            "num_gpus": settings.scorer_num_gpus,
+        },
+        max_ongoing_requests=settings.scorer_max_ongoing_requests,
+        max_queued_requests=settings.scorer_max_queued_requests,
+    ).bind(args)
+    return Ingress.options(
+        num_replicas=settings.ingress_replicas,
+        ray_actor_options={"num_cpus": settings.ingress_num_cpus},
+        max_ongoing_requests=settings.ingress_max_ongoing_requests,
+        max_queued_requests=settings.ingress_max_queued_requests,
+        backpressure_config=BackpressureConfig(
+            status_code=503, retry_after_s=settings.retry_after_s
+        ),
+    ).bind(scorer, args)
