@@ -3,6 +3,8 @@
 ``apa evaluate``: agreement of predicted scores with human scores, as a table, ``metrics.json``
 and a report with scatter plots; two prediction files compare two systems.
 ``apa prepare``: a Speechocean762 directory as a JSONL manifest.
+``apa synth``: a synthetic, rule-labelled Speechocean762-format corpus spoken by espeak-ng.
+``apa finetune``: a LoRA adapter trained on labelled data, validated every epoch.
 """
 
 from __future__ import annotations
@@ -270,6 +272,83 @@ def prepare(
     )
     for e in errors:
         log.warning("utterance_error", **e.model_dump(exclude_none=True))
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Corpus directory to write.")],
+    train_sentences: Annotated[int, typer.Option(min=1, help="Distinct training sentences.")] = 30,
+    test_sentences: Annotated[int, typer.Option(min=1, help="Distinct held-out sentences.")] = 10,
+    takes: Annotated[int, typer.Option(min=1, help="Utterances per sentence.")] = 4,
+    seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
+) -> None:
+    """Write a synthetic Speechocean762-format corpus with rule-based labels
+    (docs/synthetic-corpus.md)."""
+    configure_logging()
+    from apa.synth.corpus import SynthConfig, write_synthetic_corpus
+    from apa.synth.espeak import EspeakError
+
+    config = SynthConfig(
+        train_sentences=train_sentences, test_sentences=test_sentences, takes=takes, seed=seed
+    )
+    try:
+        write_synthetic_corpus(out, config)
+    except (EspeakError, ValueError) as e:
+        raise _fail(str(e)) from e
+    Console(soft_wrap=True).print(f"corpus: {out} (train/, test/, resource/scores.json)")
+
+
+@app.command()
+def finetune(
+    train: Annotated[
+        str | None,
+        typer.Option(help="Training data: Speechocean762 dir with scores.json, or a manifest."),
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Run directory (adapter/, checkpoints/, predictions/).")
+    ] = None,
+    valid: Annotated[str | None, typer.Option(help="Validation data, scored every epoch.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Base model (default tiny-qwen2-audio).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TrainConfig as JSON; flags and --set override it.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="key=value for any TrainConfig field (JSON values)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest checkpoint in --out.")
+    ] = False,
+) -> None:
+    """Train a LoRA adapter in the one-pass answer format (docs/finetuning.md)."""
+    configure_logging()
+    from apa.finetune.config import load_train_config
+    from apa.finetune.loop import finetune as run_finetune
+    from apa.finetune.loop import latest_checkpoint
+
+    flags = {"train": train, "out": out, "valid": valid, "model": model, "epochs": epochs}
+    try:
+        train_config = load_train_config(config, flags, set_)
+    except (OSError, ValueError) as e:
+        raise _fail(str(e)) from e
+    resume_from = latest_checkpoint(train_config.out) if resume else None
+    if resume and resume_from is None:
+        raise _fail(f"--resume: no checkpoint in {train_config.out}")
+    try:
+        result = run_finetune(train_config, resume_from=resume_from)
+    except (OSError, ValueError) as e:
+        raise _fail(str(e)) from e
+    console = Console(soft_wrap=True)
+    console.print(f"{result.steps} steps in {result.wall_s:.1f} s; adapter: {result.adapter_dir}")
+    if train_config.valid and result.adapter_dir is not None:
+        preds = Path(train_config.out) / "predictions"
+        console.print(
+            f"compare: apa evaluate --pred {preds / 'adapter.jsonl'} "
+            f"--pred {preds / 'base.jsonl'} --gold {train_config.valid}"
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry point

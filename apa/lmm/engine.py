@@ -71,8 +71,8 @@ _HEAD_ROWS = 512
 
 
 @dataclass(frozen=True)
-class _Job:
-    """One utterance ready for the model."""
+class Job:
+    """One utterance ready for the model (:meth:`LmmScorer.job`)."""
 
     item: PreparedUtterance
     template: AnswerTemplate
@@ -185,10 +185,10 @@ class LmmScorer:
 
     def score(self, batch: Sequence[PreparedUtterance]) -> list[ScoreResult]:
         results: list[ScoreResult | None] = [None] * len(batch)
-        jobs: list[tuple[int, _Job]] = []
+        jobs: list[tuple[int, Job]] = []
         for i, item in enumerate(batch):
             try:
-                jobs.append((i, self._job(item)))
+                jobs.append((i, self.job(item)))
             except ApaError as e:
                 results[i] = e.record(item.utterance.id)
         if jobs:
@@ -203,7 +203,10 @@ class LmmScorer:
 
     # -- preparing -----------------------------------------------------------------------
 
-    def _job(self, item: PreparedUtterance) -> _Job:
+    def job(self, item: PreparedUtterance) -> Job:
+        """``item``'s template, prompt and placeholder chunks. Raises
+        :class:`~apa.errors.AudioError` for audio the backend cannot take whole and
+        :class:`~apa.errors.InputError` for a reference the template cannot hold."""
         utterance = item.utterance
         limit = self.backend.max_audio_seconds
         if limit is not None and item.audio.duration_s > limit:
@@ -230,9 +233,9 @@ class LmmScorer:
                 f"{len(template.slots)} slots"
             )
         kinds = tuple(_KINDS.index(s.kind) for s in template.slots)
-        return _Job(item, template, prompt, tuple(chunks), kinds)
+        return Job(item, template, prompt, tuple(chunks), kinds)
 
-    def _batch(self, jobs: Sequence[_Job], answers: Sequence[Sequence[int]]) -> Batch:
+    def _batch(self, jobs: Sequence[Job], answers: Sequence[Sequence[int]]) -> Batch:
         batch = build_batch(
             self.processor,
             [job.prompt for job in jobs],
@@ -263,7 +266,12 @@ class LmmScorer:
             chosen.append(index.gather(1, logits.argmax(dim=-1, keepdim=True)).squeeze(1))
         return torch.cat(probs), torch.cat(chosen)
 
-    def _one_pass(self, jobs: Sequence[_Job]) -> list[_Read]:
+    def slot_states(self, jobs: Sequence[Job]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-pass mode's forward pass: the jobs' placeholder answers after their prompts,
+        and the hidden state just before every slot (it predicts the slot), in job and
+        template order: ``(slots, hidden)``, with each slot's kind ``(slots,)`` (an index
+        into the allowed-token table). Gradients flow when called outside
+        ``torch.inference_mode``: fine-tuning (:mod:`apa.finetune`) trains through it."""
         answers = []
         for job in jobs:
             answer: list[int] = list(job.chunks[0])
@@ -288,7 +296,16 @@ class LmmScorer:
             kinds += job.kinds
         where = torch.tensor([rows, cols], device=self._device)
         hidden = out.last_hidden_state[where[0], where[1]]
-        probs, chosen = self._read_slots(hidden, torch.tensor(kinds, device=self._device))
+        return hidden, torch.tensor(kinds, device=self._device)
+
+    @property
+    def head(self) -> Any:
+        """The output head (``lm_head``; a peft wrapper's trainable copy when it has one)."""
+        return self._head
+
+    def _one_pass(self, jobs: Sequence[Job]) -> list[_Read]:
+        hidden, kinds = self.slot_states(jobs)
+        probs, chosen = self._read_slots(hidden, kinds)
         probs_list, chosen_list = probs.cpu().tolist(), chosen.cpu().tolist()
         reads, at = [], 0
         for job in jobs:
@@ -297,7 +314,7 @@ class LmmScorer:
             at += n
         return reads
 
-    def _generate(self, jobs: Sequence[_Job]) -> list[_Read]:
+    def _generate(self, jobs: Sequence[Job]) -> list[_Read]:
         n_rows = len(jobs)
         steps = max(len(job.kinds) for job in jobs)
         kinds = torch.zeros((n_rows, steps), dtype=torch.long)
@@ -357,7 +374,7 @@ class LmmScorer:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _result(self, job: _Job, read: _Read) -> Assessment | ErrorRecord:
+    def _result(self, job: Job, read: _Read) -> Assessment | ErrorRecord:
         """The assessment of one job, or the answer error with the answer text as ``raw``."""
         uid = job.item.utterance.id
         ids = list(job.chunks[0])
@@ -381,7 +398,7 @@ class LmmScorer:
             return e.record(uid).model_copy(update={"raw": raw})
 
 
-def _read(job: _Job, tokens: list[int], probs: list[list[float]]) -> _Read:
+def _read(job: Job, tokens: list[int], probs: list[list[float]]) -> _Read:
     """Trim each slot's padded distribution to its kind's allowed tokens."""
     widths = [len(_KIND_TOKENS[_KINDS[k]]) for k in job.kinds]
     return _Read(tokens=tokens, probs=[p[:w] for p, w in zip(probs, widths, strict=True)])

@@ -1,0 +1,121 @@
+"""The one settings model of a fine-tuning run, saved beside the adapter it produced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Schedule = Literal["constant", "linear", "cosine"]
+
+DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
+    "qwen2-audio": (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+        "out_proj", "fc1", "fc2",
+    ),
+    "phi4mm": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+}  # fmt: skip
+"""LoRA targets when none are given: every attention and MLP projection of the language
+model, and (Qwen2-Audio: ``out_proj``, ``fc1``, ``fc2``, and ``q/k/v_proj`` by name) of the
+audio encoder."""
+DEFAULT_MODULES_TO_SAVE: dict[str, tuple[str, ...]] = {
+    "qwen2-audio": ("multi_modal_projector", "lm_head"),
+    "phi4mm": ("lm_head",),
+}
+"""Modules trained in full and saved with the adapter when none are given: the output head
+(on a random or zero-shot base its rows for the answer tokens must move for the scores to
+calibrate) and Qwen2-Audio's audio projector."""
+
+
+class TrainConfig(BaseModel):
+    """Everything a fine-tuning run depends on (``apa finetune`` flags map onto it).
+
+    Saved as ``training.json`` in the adapter directory with the apa version and git
+    revision; unknown keys are refused (``extra="forbid"``) so that a typo is an error.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field("builtin:tiny-qwen2-audio", description="Base model reference.")
+    train: str = Field(description="Training data: Speechocean762 dir or manifest with scores.")
+    valid: str | None = Field(None, description="Validation data, evaluated every epoch.")
+    out: str = Field(description="Run directory: adapter/, checkpoints/, predictions/.")
+    rank: int = Field(8, ge=1, description="LoRA rank r.")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] | None = Field(
+        None, description="Module names (suffixes) given LoRA; None: DEFAULT_TARGETS."
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full; None: DEFAULT_MODULES_TO_SAVE."
+    )
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Schedule = Field("cosine", description="Learning-rate schedule after warmup.")
+    warmup_steps: int = Field(10, ge=0, description="Optimizer steps of linear warmup.")
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (None: all epochs)."
+    )
+    batch_size: int = Field(8, ge=1, description="Utterances per micro-batch (per worker).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; None: off.")
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {"sentence": 1.0, "word": 1.0, "phone": 1.0, "pronounced": 1.0},
+        description="Weight of each slot group's mean loss (sentence, word, phone scores; "
+        "pronounced phones).",
+    )
+    bf16: bool = Field(True, description="bfloat16 autocast on CUDA (never on CPU).")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    seed: int = Field(0, description="Initialisation, data order and dropout follow from it.")
+    eval_batch_size: int = Field(16, ge=1)
+    eval_resamples: int = Field(200, ge=0, description="Bootstrap resamples of the metrics.")
+    eval_every_epochs: int = Field(1, ge=1, description="Validate every N epochs (and last).")
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N optimizer steps (always per epoch)."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Newest checkpoints kept.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        unknown = set(self.loss_weights) - {"sentence", "word", "phone", "pronounced"}
+        if unknown:
+            raise ValueError(f"loss_weights: unknown groups {sorted(unknown)}")
+        if any(w < 0 for w in self.loss_weights.values()) or not any(self.loss_weights.values()):
+            raise ValueError("loss_weights must be non-negative and not all zero")
+        return self
+
+
+def parse_sets(items: list[str] | None) -> dict[str, object]:
+    """``key=value`` overrides (values parsed as JSON where they are, else strings).
+
+    >>> parse_sets(["rank=16", "target_modules=[\\"q_proj\\"]", "model=builtin:tiny-phi4mm"])
+    {'rank': 16, 'target_modules': ['q_proj'], 'model': 'builtin:tiny-phi4mm'}
+    """
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"a setting is key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
+
+
+def load_train_config(
+    path: str | Path | None = None,
+    flags: dict[str, object] | None = None,
+    sets: list[str] | None = None,
+) -> TrainConfig:
+    """A :class:`TrainConfig` from a JSON file (optional), then ``flags`` that are not
+    ``None``, then ``key=value`` ``sets``, each overriding the one before. Raises
+    ``ValueError`` (pydantic's ``ValidationError`` is one) naming the bad field."""
+    fields: dict[str, object] = json.loads(Path(path).read_text()) if path else {}
+    fields.update({k: v for k, v in (flags or {}).items() if v is not None})
+    fields.update(parse_sets(sets))
+    return TrainConfig(**fields)

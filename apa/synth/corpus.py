@@ -1,0 +1,360 @@
+"""A synthetic, labelled Speechocean762-format corpus spoken by espeak-ng, for proving that a
+model learns (``apa synth``; ``docs/synthetic-corpus.md``).
+
+Human scores cannot be shipped, so every label here follows a documented rule tied to what
+the audio says. Each utterance is a sentence of 3-6 words drawn from :data:`WORDS` (common
+English words whose CMUdict pronunciation has neither ``OY`` nor ``ZH``), spoken through
+espeak-ng's phoneme input (:func:`apa.synth.espeak.arpabet_phonemes`) at a random rate, with
+a random gap between words and some phones deliberately substituted:
+
+Speaking rate and pauses -> sentence ``fluency``
+    ``rate`` is drawn uniformly from 110-260 words per minute (espeak-ng ``-s``), ``gap``
+    from 0-30 (espeak-ng ``-g``, units of 10 ms: 0-300 ms of silence between words), and
+    ``fluency = clip(10 - 6 * (260 - rate) / 150 - 4 * gap / 30, 0, 10)``: slow speech
+    costs up to 6 points, long pauses up to 4.
+
+Substituted phones -> ``phone`` accuracy, ``word`` accuracy/total, sentence ``accuracy``
+    ``k`` phones are substituted, ``k`` uniform in ``0..round(0.35 * phones)``, at positions
+    drawn uniformly: a vowel is said as ``OY``, a consonant as ``ZH`` (sounds no word of
+    the corpus has, so a substitution is audible without knowing the reference; a consonant
+    right after ``D`` is not chosen, since espeak-ng would fuse ``D ZH`` into ``JH``). A
+    substituted phone scores 0 (``error="substitution"``, ``pronounced`` the phone said),
+    an intact one 2. A word's ``accuracy`` and ``total`` are ``10 * (intact phones of the
+    word) / (phones of the word)``; the sentence ``accuracy`` is ``10 * (intact phones) /
+    (phones)``.
+
+``total`` (sentence)
+    ``(accuracy + fluency) / 2``.
+
+Equal lengths: every clip is padded with silence to the corpus's longest clip (plus
+0.2 s), split between the start and the end at random. Otherwise the clip length alone
+(the number of audio tokens) would give fluency away: an untrained, random model already
+correlated at 0.73 with fluency on unpadded clips. With equal lengths a model has to find
+the rate and the pauses inside the clip.
+
+Not defined by any rule, so ``None`` (not estimated: no training target, not evaluated):
+sentence ``prosody`` and ``completeness``, word ``stress``.
+
+Splits: ``train`` and ``test`` use disjoint sentences (no test sentence is said in
+training), each sentence spoken ``takes`` times with independent draws. The layout is the
+upstream one, readable by :func:`apa.data.speechocean762.prepare_speechocean762`::
+
+    out/train/{text,wav.scp,utt2spk}   out/test/...
+    out/WAVE/SPEAKER0001/<utt>.wav     16 kHz mono 16-bit
+    out/resource/{scores.json,text-phone,lexicon.txt}
+    out/synth.json                     the settings, the rules' version and per-utterance draws
+
+Everything follows from ``seed``: the same settings write the same labels and the same
+audio (espeak-ng is deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from apa.audio import Audio
+from apa.data.speechocean762 import assessment_to_upstream
+from apa.lexicon import Lexicon
+from apa.log import get_logger
+from apa.schema import Assessment, PhoneAssessment, SentenceScores, WordAssessment
+from apa.synth.espeak import arpabet_phonemes, speak_phonemes
+from apa.text import strip_stress
+
+log = get_logger("apa.synth.corpus")
+
+RULES_VERSION = 1
+"""Bump when a labelling rule changes."""
+RATE_WPM = (110, 260)
+GAP_10MS = (0, 30)
+MAX_SUBSTITUTED = 0.35
+PAD_S = 0.2
+VOWEL_SUBSTITUTE = "OY"
+CONSONANT_SUBSTITUTE = "ZH"
+SPEAKER = "0001"
+_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+
+WORDS: tuple[str, ...] = tuple(
+    """
+    a about after again air all also always and animal any apple ask back bad bag ball bank
+    bed big bird black blue boat book box bread bring brother brown bus but buy cake call car
+    cat chair child city class clean cold come cook cup dance dark day desk dinner dog door
+    down drink drive early eat egg end every eye face family far farm fast father feel find
+    fine fish five floor flower fly food foot four friend from game garden girl give glass go
+    good green hand happy hat have he help her here high hill home horse hot house how hungry
+    in it jump keep kind king know lake large late leaf left letter light like little live
+    long look love low make man many map milk money moon morning mother mountain much music
+    name near new nice night nine no nose not now often old one open orange over paper park
+    people pen pick place plant play please rain read red rich ride right river road room
+    run sad same sea seat see seven she ship shop short sing sister sit six sleep slow small
+    snow some song soon stand star start stay stop store street summer sun sweet swim table
+    take talk tall tea teach ten that the then there they thin think three time today tree
+    two under up very wait walk warm water we week well wet what when white who wind window
+    winter with woman word work write year yellow yes you young
+    """.split()
+)
+"""Candidate words; those missing from CMUdict or holding ``OY``/``ZH`` are dropped."""
+
+
+class SynthConfig(BaseModel):
+    """Settings of :func:`write_synthetic_corpus`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train_sentences: int = Field(30, ge=1, description="Distinct training sentences.")
+    test_sentences: int = Field(10, ge=1, description="Distinct held-out sentences.")
+    takes: int = Field(4, ge=1, description="Utterances per sentence (independent draws).")
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(6, ge=1)
+    seed: int = Field(0, description="Everything (sentences, draws) follows from it.")
+    voice: str = Field("en-us", description="espeak-ng voice.")
+    workers: int = Field(2, ge=1, description="espeak-ng processes at once.")
+    pad: bool = Field(True, description="Pad every clip with silence to the longest one.")
+
+    @model_validator(mode="after")
+    def _words(self) -> SynthConfig:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words {self.min_words} > max_words {self.max_words}")
+        return self
+
+
+@dataclass(frozen=True)
+class SynthUtterance:
+    """One utterance to speak: what is said and the assessment its rules give."""
+
+    id: str
+    split: str
+    words: tuple[str, ...]
+    phones: tuple[tuple[str, ...], ...]
+    """Canonical phones (CMUdict, stress digits kept)."""
+    said: tuple[tuple[str, ...], ...]
+    """The phones spoken: the canonical ones with the substitutions."""
+    rate_wpm: int
+    gap_10ms: int
+    assessment: Assessment
+
+
+def fluency(rate_wpm: float, gap_10ms: float) -> float:
+    """The fluency rule: ``clip(10 - 6 * (260 - rate) / 150 - 4 * gap / 30, 0, 10)``.
+
+    >>> fluency(260, 0), fluency(110, 30), round(fluency(185, 15), 6)
+    (10.0, 0.0, 5.0)
+    """
+    lo, hi = RATE_WPM
+    value = 10.0 - 6.0 * (hi - rate_wpm) / (hi - lo) - 4.0 * gap_10ms / GAP_10MS[1]
+    return round(min(max(value, 0.0), 10.0), 6)
+
+
+def vocabulary(lexicon: Lexicon | None = None) -> dict[str, tuple[str, ...]]:
+    """:data:`WORDS` with their first CMUdict pronunciation, minus any holding a phone the
+    substitutions use."""
+    lexicon = lexicon or Lexicon.cmudict()
+    out: dict[str, tuple[str, ...]] = {}
+    for word in WORDS:
+        phones = lexicon.lookup(word)
+        if not phones:
+            continue
+        bases = {strip_stress(p) for p in phones}
+        if VOWEL_SUBSTITUTE in bases or CONSONANT_SUBSTITUTE in bases:
+            continue
+        out[word.upper()] = tuple(phones)
+    return out
+
+
+def _sentences(
+    config: SynthConfig, words: Sequence[str], rng: random.Random
+) -> list[tuple[str, ...]]:
+    wanted = config.train_sentences + config.test_sentences
+    seen: set[tuple[str, ...]] = set()
+    out: list[tuple[str, ...]] = []
+    for _ in range(wanted * 100):
+        if len(out) == wanted:
+            return out
+        n = rng.randint(config.min_words, config.max_words)
+        sentence = tuple(rng.sample(list(words), n))
+        if sentence not in seen:
+            seen.add(sentence)
+            out.append(sentence)
+    raise ValueError(f"could not draw {wanted} distinct sentences from {len(words)} words")
+
+
+def _substitutable(phones: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
+    """(word, phone) positions that may be substituted (not a consonant right after D)."""
+    spots = []
+    for w, word in enumerate(phones):
+        for p, phone in enumerate(word):
+            vowel = strip_stress(phone) in _VOWELS
+            after_d = p > 0 and strip_stress(word[p - 1]) == "D"
+            if vowel or not after_d:
+                spots.append((w, p))
+    return spots
+
+
+def _substitute(phone: str) -> str:
+    base = strip_stress(phone)
+    if base in _VOWELS:
+        return VOWEL_SUBSTITUTE + phone[len(base) :]  # keep the stress digit
+    return CONSONANT_SUBSTITUTE
+
+
+def label(
+    uid: str,
+    words: Sequence[str],
+    phones: Sequence[Sequence[str]],
+    substituted: set[tuple[int, int]],
+    rate_wpm: int,
+    gap_10ms: int,
+) -> Assessment:
+    """The assessment the rules (module docstring) give an utterance."""
+    word_records = []
+    intact_total = 0
+    for w, (word, word_phones) in enumerate(zip(words, phones, strict=True)):
+        records = []
+        for p, phone in enumerate(word_phones):
+            if (w, p) in substituted:
+                said = strip_stress(_substitute(phone))
+                records.append(
+                    PhoneAssessment(
+                        phone=phone, accuracy=0.0, error="substitution", pronounced=said
+                    )
+                )
+            else:
+                records.append(PhoneAssessment(phone=phone, accuracy=2.0))
+        intact = sum(r.error is None for r in records)
+        intact_total += intact
+        score = round(10.0 * intact / len(records), 6)
+        word_records.append(
+            WordAssessment(text=word, accuracy=score, stress=None, total=score, phones=records)
+        )
+    n_phones = sum(len(p) for p in phones)
+    accuracy = round(10.0 * intact_total / n_phones, 6)
+    flu = fluency(rate_wpm, gap_10ms)
+    return Assessment(
+        utterance_id=uid,
+        text=" ".join(words),
+        sentence=SentenceScores(
+            accuracy=accuracy,
+            fluency=flu,
+            prosody=None,
+            completeness=None,
+            total=round((accuracy + flu) / 2, 6),
+        ),
+        words=word_records,
+        model="synthetic",
+    )
+
+
+def draw_corpus(config: SynthConfig, lexicon: Lexicon | None = None) -> list[SynthUtterance]:
+    """Every utterance of the corpus with its draws and labels (no audio yet)."""
+    rng = random.Random(config.seed)
+    vocab = vocabulary(lexicon)
+    sentences = _sentences(config, sorted(vocab), rng)
+    out = []
+    for s, sentence in enumerate(sentences):
+        split = "train" if s < config.train_sentences else "test"
+        phones = tuple(vocab[w] for w in sentence)
+        spots = _substitutable(phones)
+        n_phones = sum(len(p) for p in phones)
+        for take in range(config.takes):
+            uid = f"{SPEAKER}{s:04d}{take:02d}"
+            k = rng.randint(0, min(len(spots), round(MAX_SUBSTITUTED * n_phones)))
+            substituted = set(rng.sample(spots, k))
+            rate = rng.randint(*RATE_WPM)
+            gap = rng.randint(*GAP_10MS)
+            said = tuple(
+                tuple(_substitute(ph) if (w, p) in substituted else ph for p, ph in enumerate(word))
+                for w, word in enumerate(phones)
+            )
+            assessment = label(uid, sentence, phones, substituted, rate, gap)
+            out.append(SynthUtterance(uid, split, sentence, phones, said, rate, gap, assessment))
+    return out
+
+
+def _write_table(path: Path, rows: Sequence[tuple[str, str]]) -> None:
+    path.write_text("".join(f"{k}\t{v}\n" for k, v in rows), encoding="utf-8")
+
+
+def _speak(utt: SynthUtterance, voice: str) -> Audio:
+    return speak_phonemes(
+        arpabet_phonemes(utt.said), voice=voice, rate_wpm=utt.rate_wpm, word_gap=utt.gap_10ms
+    )
+
+
+def _padded(samples: np.ndarray, length: int, rng: random.Random) -> np.ndarray:
+    lead = rng.randint(0, length - len(samples))
+    out = np.zeros(length, dtype=np.float32)
+    out[lead : lead + len(samples)] = samples
+    return out
+
+
+def write_synthetic_corpus(out: str | Path, config: SynthConfig | None = None) -> Path:
+    """Speak and write the corpus of ``config`` under ``out`` (module docstring); returns
+    ``out``. Raises :class:`~apa.synth.espeak.EspeakError` without espeak-ng."""
+    import soundfile as sf
+
+    config = config or SynthConfig()
+    root = Path(out)
+    utterances = draw_corpus(config)
+    wave_dir = root / "WAVE" / f"SPEAKER{SPEAKER}"
+    wave_dir.mkdir(parents=True, exist_ok=True)
+    (root / "resource").mkdir(exist_ok=True)
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        audios = list(pool.map(lambda u: _speak(u, config.voice), utterances))
+    durations = [a.duration_s for a in audios]
+    rate = audios[0].sample_rate
+    length = max(len(a.samples) for a in audios) + int(PAD_S * rate)
+    rng = random.Random(config.seed + 1)
+    for utt, audio in zip(utterances, audios, strict=True):
+        samples = _padded(audio.samples, length, rng) if config.pad else audio.samples
+        sf.write(wave_dir / f"{utt.id}.wav", samples, rate, subtype="PCM_16")
+    for split in ("train", "test"):
+        rows = [u for u in utterances if u.split == split]
+        (root / split).mkdir(exist_ok=True)
+        _write_table(root / split / "text", [(u.id, " ".join(u.words)) for u in rows])
+        _write_table(
+            root / split / "wav.scp", [(u.id, f"WAVE/SPEAKER{SPEAKER}/{u.id}.wav") for u in rows]
+        )
+        _write_table(root / split / "utt2spk", [(u.id, SPEAKER) for u in rows])
+    scores = {u.id: assessment_to_upstream(u.assessment) for u in utterances}
+    (root / "resource" / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
+    _write_table(
+        root / "resource" / "text-phone",
+        [(f"{u.id}.{w}", " ".join(p)) for u in utterances for w, p in enumerate(u.phones)],
+    )
+    lexicon = sorted(
+        {(w, " ".join(p)) for u in utterances for w, p in zip(u.words, u.phones, strict=True)}
+    )
+    _write_table(root / "resource" / "lexicon.txt", lexicon)
+    draws = [
+        {
+            "id": u.id,
+            "split": u.split,
+            "rate_wpm": u.rate_wpm,
+            "gap_10ms": u.gap_10ms,
+            "substituted": sum(
+                a != b
+                for w, s in zip(u.phones, u.said, strict=True)
+                for a, b in zip(w, s, strict=True)
+            ),
+            "speech_s": round(d, 4),
+        }
+        for u, d in zip(utterances, durations, strict=True)
+    ]
+    meta = {"config": config.model_dump(), "rules_version": RULES_VERSION, "utterances": draws}
+    (root / "synth.json").write_text(json.dumps(meta, indent=1) + "\n")
+    log.info(
+        "synthetic_corpus_written",
+        out=str(root),
+        train=sum(u.split == "train" for u in utterances),
+        test=sum(u.split == "test" for u in utterances),
+        speech_s=round(sum(durations), 1),
+        clip_s=round(length / rate, 2),
+    )
+    return root

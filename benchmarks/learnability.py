@@ -1,0 +1,136 @@
+"""Learnability on CPU: does `apa finetune` teach the built-in tiny model the synthetic rules?
+
+Writes a synthetic corpus (``apa synth``'s generator, disjoint held-out sentences), runs
+``apa finetune`` on it (the real command, in a subprocess) with the LoRA +
+``modules_to_save`` recipe, and prints, per level and aspect, the held-out PCC and SCC
+before training and after (signed), the wall time and the device::
+
+    .venv/bin/python benchmarks/learnability.py                 # the full run (~10 min)
+    .venv/bin/python benchmarks/learnability.py --seed 1 --train-sentences 12 --takes 6 \\
+        --epochs 6 --batch-size 8                               # the test's small version
+
+Every number comes from real one-pass inference on the held-out split
+(``history.jsonl`` of the run: step 0 is the untrained model). Results: benchmarks/RESULTS.md,
+``## Learnability``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from apa.synth.corpus import SynthConfig, write_synthetic_corpus  # noqa: E402
+
+ROWS = [
+    ("sentence", "fluency"),
+    ("sentence", "accuracy"),
+    ("sentence", "total"),
+    ("word", "accuracy"),
+    ("word", "total"),
+    ("phone", "accuracy"),
+]
+
+
+def run(args: argparse.Namespace) -> dict:
+    work = Path(args.work)
+    corpus = work / f"corpus-s{args.seed}-{args.train_sentences}x{args.takes}"
+    if not (corpus / "synth.json").is_file():
+        write_synthetic_corpus(
+            corpus,
+            SynthConfig(
+                train_sentences=args.train_sentences,
+                test_sentences=args.test_sentences,
+                takes=args.takes,
+                max_words=args.max_words,
+                seed=args.seed,
+            ),
+        )
+    out = work / f"run-s{args.seed}-{int(time.time())}"
+    apa = Path(sys.executable).parent / "apa"
+    command = [
+        str(apa), "finetune", "--train", str(corpus / "train"), "--valid", str(corpus / "test"),
+        "--out", str(out), "--model", args.model, "--epochs", str(args.epochs),
+        "--set", f"batch_size={args.batch_size}", "--set", f"learning_rate={args.lr}",
+        "--set", f"seed={args.seed}", "--set", f"eval_every_epochs={args.epochs}",
+        "--set", "eval_resamples=0", "--set", f"warmup_steps={args.warmup}",
+        "--set", f"threads={args.threads}",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    env = {**os.environ, "APA_LOG_FORMAT": "json"}
+    done = subprocess.run(command, env=env, capture_output=not args.verbose, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"apa finetune failed:\n{done.stderr}")
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    before, after = history[0], history[-1]
+    card = json.loads((out / "adapter" / "training.json").read_text())
+    return {
+        "seed": args.seed,
+        "train": card["train_examples"],
+        "valid": card["valid_examples"],
+        "steps": after["step"],
+        "final_loss": after["loss"],
+        "wall_s": round(wall, 1),
+        "device": "cpu"
+        if card["config"]["device"] in ("auto", "cpu")
+        else card["config"]["device"],
+        "rows": {
+            f"{level}/{aspect}": {
+                m: (
+                    before.get(f"valid/{level}/{aspect}/{m}"),
+                    after.get(f"valid/{level}/{aspect}/{m}"),
+                )
+                for m in ("pcc", "scc")
+            }
+            for level, aspect in ROWS
+        },
+        "run": str(out),
+    }
+
+
+def _f(x: float | None) -> str:
+    return "   -  " if x is None else f"{x:+.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-sentences", type=int, default=30)
+    parser.add_argument("--test-sentences", type=int, default=10)
+    parser.add_argument("--takes", type=int, default=8)
+    parser.add_argument("--max-words", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="builtin:tiny-qwen2-audio")
+    parser.add_argument("--work", default="/tmp/apa-learnability")
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON too.")
+    parser.add_argument("--verbose", action="store_true", help="Show apa finetune's logs.")
+    args = parser.parse_args()
+    result = run(args)
+    print(
+        f"learnability: {args.model}, seed {result['seed']}, {result['train']} train / "
+        f"{result['valid']} held-out utterances, {result['steps']} steps, "
+        f"final loss {result['final_loss']:.3f}, wall {result['wall_s']} s on {result['device']}"
+    )
+    print(f"{'level/aspect':<20} {'PCC before':>10} {'PCC after':>10} {'SCC before':>10} "
+          f"{'SCC after':>10}")  # fmt: skip
+    for name, m in result["rows"].items():
+        print(f"{name:<20} {_f(m['pcc'][0]):>10} {_f(m['pcc'][1]):>10} "
+              f"{_f(m['scc'][0]):>10} {_f(m['scc'][1]):>10}")  # fmt: skip
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

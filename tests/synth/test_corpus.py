@@ -1,0 +1,91 @@
+"""The synthetic corpus: labels follow the documented rules, the audio follows the labels,
+held-out sentences are new, and the corpus reads as Speechocean762."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apa.data.speechocean762 import prepare_speechocean762
+from apa.synth.corpus import (
+    CONSONANT_SUBSTITUTE,
+    VOWEL_SUBSTITUTE,
+    SynthConfig,
+    draw_corpus,
+    fluency,
+    write_synthetic_corpus,
+)
+
+CONFIG = SynthConfig(train_sentences=6, test_sentences=3, takes=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_corpus(tmp_path_factory.mktemp("synth"), CONFIG)
+
+
+def test_fluency_rule_is_monotone_in_rate_and_pauses() -> None:
+    assert fluency(260, 0) == 10.0 and fluency(110, 30) == 0.0
+    rates = [fluency(r, 10) for r in range(110, 261, 10)]
+    gaps = [fluency(200, g) for g in range(0, 31, 5)]
+    assert rates == sorted(rates) and rates[0] < rates[-1]
+    assert gaps == sorted(gaps, reverse=True) and gaps[0] > gaps[-1]
+
+
+def test_draws_are_deterministic_and_held_out_sentences_are_new() -> None:
+    a, b = draw_corpus(CONFIG), draw_corpus(CONFIG)
+    assert [u.assessment for u in a] == [u.assessment for u in b]
+    assert draw_corpus(CONFIG.model_copy(update={"seed": 4}))[0].assessment != a[0].assessment
+    train = {u.words for u in a if u.split == "train"}
+    test = {u.words for u in a if u.split == "test"}
+    assert len(train) == 6 and len(test) == 3 and not train & test
+
+
+def test_labels_follow_the_substitutions() -> None:
+    for utt in draw_corpus(CONFIG):
+        a = utt.assessment
+        intact = 0
+        for word, canonical, said in zip(a.words, utt.phones, utt.said, strict=True):
+            for phone, c, s in zip(word.phones, canonical, said, strict=True):
+                if c == s:
+                    assert phone.accuracy == 2.0 and phone.error is None
+                    intact += 1
+                else:
+                    assert phone.accuracy == 0.0 and phone.error == "substitution"
+                    assert phone.pronounced in (VOWEL_SUBSTITUTE, CONSONANT_SUBSTITUTE)
+            share = sum(p.accuracy == 2.0 for p in word.phones) / len(word.phones)
+            assert word.accuracy == pytest.approx(10 * share) and word.total == word.accuracy
+            assert word.stress is None
+        n = sum(len(p) for p in utt.phones)
+        assert a.sentence.accuracy == pytest.approx(10 * intact / n)
+        assert a.sentence.fluency == fluency(utt.rate_wpm, utt.gap_10ms)
+        assert a.sentence.total == pytest.approx((a.sentence.accuracy + a.sentence.fluency) / 2)
+        assert a.sentence.prosody is None and a.sentence.completeness is None
+    substituted = [u for u in draw_corpus(CONFIG) if u.said != u.phones]
+    assert substituted, "some utterances must have substitutions"
+
+
+def test_corpus_reads_as_speechocean762_with_the_rule_labels(corpus: Path) -> None:
+    data = prepare_speechocean762(corpus)
+    assert not data.all_errors
+    drawn = {u.id: u for u in draw_corpus(CONFIG)}
+    assert {u.id for u in data.utterances} == set(drawn)
+    for utt in data.utterances:
+        assert utt.human is not None and utt.phones == [list(p) for p in drawn[utt.id].phones]
+        expected = drawn[utt.id].assessment
+        assert utt.human.sentence == expected.sentence
+        assert [w.accuracy for w in utt.human.words] == [w.accuracy for w in expected.words]
+
+
+def test_clips_share_one_length_and_slower_speech_lasts_longer(corpus: Path) -> None:
+    meta = json.loads((corpus / "synth.json").read_text())["utterances"]
+    lengths = {sf.info(p).frames for p in (corpus / "WAVE").rglob("*.wav")}
+    assert len(lengths) == 1 and sf.info(next((corpus / "WAVE").rglob("*.wav"))).samplerate == 16000
+    drawn = {u.id: u for u in draw_corpus(CONFIG)}
+    per_phone = [m["speech_s"] / sum(len(p) for p in drawn[m["id"]].phones) for m in meta]
+    flu = [drawn[m["id"]].assessment.sentence.fluency for m in meta]
+    assert np.corrcoef(per_phone, flu)[0, 1] < -0.8
