@@ -175,7 +175,7 @@ def load_audio(source: str | os.PathLike[str], config: AudioConfig | None = None
     """Read and decode the audio at a local path or an ``s3://`` URI. Raises only
     :class:`AudioError` (see :func:`decode_audio` for the one exception)."""
     config = config if config is not None else AudioConfig()
-    data = _read(source)
+    data = read_audio_bytes(source)
     return decode_audio(data, config)
 
 
@@ -189,7 +189,9 @@ def load_audio_or_error(
         return exc.record(utterance_id)
 
 
-def _read(source: str | os.PathLike[str]) -> bytes:
+def read_audio_bytes(source: str | os.PathLike[str]) -> bytes:
+    """The encoded bytes of an audio file (local path or ``s3://``); any failure to read is
+    an :class:`~apa.errors.AudioError` (``audio.not_found``, ``audio.unreadable``)."""
     try:
         uri = os.fsdecode(os.fspath(source))
     except Exception as exc:

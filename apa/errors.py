@@ -16,6 +16,11 @@ class ApaError(Exception):
         self.message = message
         self.raw = raw
 
+    def __reduce__(self):
+        # Pickle by state, not by __init__ arguments (subclasses take others), so that an
+        # error survives crossing processes (Ray tasks, actors, Train workers) intact.
+        return (_restore, (type(self), self.args, self.__dict__))
+
     def record(self, utterance_id: str) -> ErrorRecord:
         return ErrorRecord(
             utterance_id=utterance_id,
@@ -24,6 +29,13 @@ class ApaError(Exception):
             message=self.message,
             raw=self.raw,
         )
+
+
+def _restore(cls: type[ApaError], args: tuple, state: dict) -> ApaError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class InputError(ApaError):

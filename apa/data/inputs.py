@@ -27,14 +27,21 @@ class UtteranceSource:
         return len(self.utterances) + len(self.errors)
 
 
-def read_utterances(uri: str) -> UtteranceSource:
-    """Utterances from a Speechocean762 directory or a manifest.
+def read_utterances(uri: str, texts: str | None = None) -> UtteranceSource:
+    """Utterances from a Speechocean762 directory or a manifest; with ``texts``, from the
+    audio files under the directory or ``s3://`` prefix ``uri`` and that sidecar of reference
+    texts (:func:`apa.data.sidecar.read_audio_with_texts`).
 
     A corpus directory brings its canonical phones (``text-phone``, its lexicon); manifest
     rows without phones keep ``phones=None`` for the scoring pipeline to fill from its
     lexicon. Raises ``FileNotFoundError``/``ValueError`` only when the source as a whole
     cannot be read.
     """
+    if texts is not None:
+        from apa.data.sidecar import read_audio_with_texts
+
+        joined = read_audio_with_texts(uri, texts)
+        return UtteranceSource(uri, joined.utterances, joined.errors)
     if not storage.is_s3(uri) and Path(uri).is_dir():
         corpus = prepare_speechocean762(uri)
         return UtteranceSource(uri, corpus.utterances, corpus.all_errors)

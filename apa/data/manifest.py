@@ -255,12 +255,18 @@ def read_manifest(uri: str | Path, lexicon: Lexicon | None = None) -> Manifest:
     cannot be read at all raises (``FileNotFoundError``, ``OSError``, ``ValueError``).
     """
     uri = str(uri)
+    return rows_to_manifest(uri, read_rows(uri), lexicon)
+
+
+def read_rows(uri: str) -> Iterator[tuple[int, Row | ApaError]]:
+    """The numbered raw rows of a manifest-format file (format by ending, ``.gz``
+    decompressed): a dict per row, or the error that row is. Raises ``ValueError`` for an
+    unknown ending and ``FileNotFoundError``/``OSError`` when the file cannot be read."""
     fmt = manifest_format(uri)
     data = storage.read_bytes(uri)
     if uri.lower().endswith(".gz"):
         data = gzip.decompress(data)
-    rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](data)
-    return rows_to_manifest(uri, rows, lexicon)
+    return {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](data)
 
 
 def manifest_row(utt: Utterance) -> Row:

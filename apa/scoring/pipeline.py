@@ -79,6 +79,23 @@ def score_batch(scorer: Scorer, batch: Sequence[PreparedUtterance]) -> list[Scor
     ]
 
 
+def score_prepared(
+    scorer: Scorer, items: Sequence[PreparedUtterance | ErrorRecord], batch_size: int
+) -> list[ScoreResult]:
+    """Score a window of prepared items: error records pass through, the prepared ones go
+    in :func:`length_batches` through :func:`score_batch`; results in input order."""
+    results: list[ScoreResult | None] = [
+        p if isinstance(p, ErrorRecord) else None for p in items
+    ]
+    ready_at = [i for i, p in enumerate(items) if isinstance(p, PreparedUtterance)]
+    ready = [items[i] for i in ready_at]
+    for batch in length_batches(ready, batch_size):
+        for j, result in zip(batch, score_batch(scorer, [ready[j] for j in batch]), strict=True):
+            results[ready_at[j]] = result
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
+
+
 def score_utterances(
     utterances: Iterable[Utterance],
     scorer: Scorer,
@@ -94,17 +111,8 @@ def score_utterances(
     it = iter(utterances)
     while chunk := list(itertools.islice(it, window)):
         prepared = [prepare(u, lexicon=lexicon, audio_config=audio_config) for u in chunk]
-        results: list[ScoreResult | None] = [
-            p if isinstance(p, ErrorRecord) else None for p in prepared
-        ]
-        ready_at = [i for i, p in enumerate(prepared) if isinstance(p, PreparedUtterance)]
-        ready = [prepared[i] for i in ready_at]
-        for batch in length_batches(ready, batch_size):
-            items = [ready[j] for j in batch]
-            for j, result in zip(batch, score_batch(scorer, items), strict=True):
-                results[ready_at[j]] = result
+        results = score_prepared(scorer, prepared, batch_size)
         for p, result in zip(prepared, results, strict=True):
-            assert result is not None
             if on_result is not None:
                 seconds = p.audio.duration_s if isinstance(result, Assessment) else 0.0
                 on_result(result, seconds)

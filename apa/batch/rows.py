@@ -1,0 +1,205 @@
+"""The batch job's stages as plain functions over Arrow tables, one row per input.
+
+Ray Data moves Arrow blocks between stages; these functions take and return
+``pyarrow.Table`` batches with the schemas below, so the same code runs under Ray Data,
+in a test, or in a loop. The row schema, stage by stage:
+
+==========  ================================================================================
+stage       columns
+==========  ================================================================================
+input       ``id``, ``utterance`` (Utterance JSON) or ``error`` (ErrorRecord JSON)
+fetch       + ``audio_bytes``: the encoded audio, read from a path or ``s3://``
+prepare     − ``audio_bytes``, + ``samples`` (float32 bytes), ``sample_rate``, ``source_*``;
+            ``utterance`` now carries its canonical phones (lexicon)
+score       ``id``, ``result`` (Assessment or ErrorRecord JSON), ``is_error``,
+            ``audio_seconds``, ``scorer`` (ScorerInfo JSON)
+write       one row per written part set: ``commit`` (:class:`~apa.batch.commits.Commit` JSON)
+==========  ================================================================================
+
+A failure of one input at any stage (unreadable audio, undecodable audio, a word missing
+from the lexicon, a model failure) sets its ``error`` and the row travels on to the writer,
+which puts it in the ``errors`` table: rows are never dropped and every stage returns as
+many rows as it got, so inputs = scored + errors holds by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from apa.audio import Audio, AudioConfig, decode_audio, read_audio_bytes
+from apa.batch.commits import Commit, commit_part_set
+from apa.errors import ApaError, AudioError, InputError
+from apa.lexicon import Lexicon
+from apa.schema import Assessment, ErrorRecord, Utterance
+from apa.scoring.pipeline import score_prepared
+from apa.scoring.prepare import prepare
+from apa.scoring.scorer import PreparedUtterance, Scorer, ScorerInfo
+
+_str = pa.string()
+INPUT_SCHEMA = pa.schema([("id", _str), ("utterance", _str), ("error", _str)])
+FETCHED_SCHEMA = INPUT_SCHEMA.append(pa.field("audio_bytes", pa.binary()))
+PREPARED_SCHEMA = pa.schema(
+    [
+        ("id", _str),
+        ("utterance", _str),
+        ("error", _str),
+        ("samples", pa.binary()),
+        ("sample_rate", pa.int32()),
+        ("source_sample_rate", pa.int32()),
+        ("source_channels", pa.int32()),
+        ("source_format", _str),
+    ]
+)
+SCORED_SCHEMA = pa.schema(
+    [
+        ("id", _str),
+        ("result", _str),
+        ("is_error", pa.bool_()),
+        ("audio_seconds", pa.float64()),
+        ("scorer", _str),
+    ]
+)
+COMMIT_SCHEMA = pa.schema([("commit", _str)])
+
+
+def input_rows(
+    utterances: Iterable[Utterance], errors: Iterable[ErrorRecord], *, skip: set[str]
+) -> Iterable[dict]:
+    """Input rows of the job: the read errors, then the utterances, minus ids in ``skip``
+    (already committed by an earlier run)."""
+    for e in errors:
+        if e.utterance_id not in skip:
+            yield {"id": e.utterance_id, "utterance": None, "error": e.model_dump_json()}
+    for u in utterances:
+        if u.id not in skip:
+            yield {"id": u.id, "utterance": u.model_dump_json(), "error": None}
+
+
+def input_blocks(rows: Iterable[dict], rows_per_block: int) -> Iterable[pa.Table]:
+    """Input rows cut into Arrow blocks of ``rows_per_block`` rows (the unit Ray Data
+    streams through the read and decode tasks)."""
+    block: list[dict] = []
+    for row in rows:
+        block.append(row)
+        if len(block) == rows_per_block:
+            yield pa.Table.from_pylist(block, schema=INPUT_SCHEMA)
+            block = []
+    if block:
+        yield pa.Table.from_pylist(block, schema=INPUT_SCHEMA)
+
+
+def fetch(batch: pa.Table) -> pa.Table:
+    """Read each row's encoded audio bytes (local path or ``s3://``); a missing or
+    unreadable file becomes the row's ``audio.not_found``/``audio.unreadable`` error."""
+    out = []
+    for row in batch.to_pylist():
+        row["audio_bytes"] = None
+        if row["error"] is None:
+            utt = Utterance.model_validate_json(row["utterance"])
+            try:
+                if utt.audio is None:  # as apa.scoring.prepare.prepare says it
+                    raise InputError("no_audio", f"{utt.id}: no audio reference")
+                row["audio_bytes"] = read_audio_bytes(utt.audio)
+            except ApaError as e:
+                row["error"] = e.record(utt.id).model_dump_json()
+        out.append(row)
+    return pa.Table.from_pylist(out, schema=FETCHED_SCHEMA)
+
+
+def decode_and_prepare(
+    batch: pa.Table, *, audio_config: AudioConfig | None = None, lexicon: Lexicon | None = None
+) -> pa.Table:
+    """Decode and resample each row's audio to 16 kHz mono and fill its canonical phones
+    (:func:`apa.scoring.prepare.prepare` with CMUdict as the fallback lexicon, as ``apa
+    score`` does); failures become the row's error."""
+    lexicon = lexicon if lexicon is not None else Lexicon.cmudict()
+    out = []
+    for row in batch.to_pylist():
+        audio_bytes = row.pop("audio_bytes")
+        prepared: PreparedUtterance | ErrorRecord | None = None
+        if row["error"] is None:
+            utt = Utterance.model_validate_json(row["utterance"])
+            try:
+                audio = decode_audio(audio_bytes, audio_config)
+            except AudioError as e:
+                prepared = e.record(utt.id)
+            else:
+                prepared = prepare(utt, lexicon=lexicon, audio=audio)
+        if isinstance(prepared, ErrorRecord):
+            row["error"] = prepared.model_dump_json()
+        if isinstance(prepared, PreparedUtterance):
+            a = prepared.audio
+            row |= {
+                "utterance": prepared.utterance.model_dump_json(),
+                "samples": np.ascontiguousarray(a.samples, dtype=np.float32).tobytes(),
+                "sample_rate": a.sample_rate,
+                "source_sample_rate": a.source_sample_rate,
+                "source_channels": a.source_channels,
+                "source_format": a.source_format,
+            }
+        out.append(row)
+    return pa.Table.from_pylist(out, schema=PREPARED_SCHEMA)
+
+
+def _prepared(row: dict) -> PreparedUtterance:
+    audio = Audio(
+        samples=np.frombuffer(row["samples"], dtype=np.float32),
+        sample_rate=row["sample_rate"],
+        source_sample_rate=row["source_sample_rate"],
+        source_channels=row["source_channels"],
+        source_format=row["source_format"],
+    )
+    return PreparedUtterance(utterance=Utterance.model_validate_json(row["utterance"]), audio=audio)
+
+
+def score(batch: pa.Table, scorer: Scorer, *, batch_size: int) -> pa.Table:
+    """Score the prepared rows of ``batch``, cut into model calls of ``batch_size`` clips of
+    similar length (:func:`apa.scoring.pipeline.length_batches`), each through
+    :func:`apa.scoring.pipeline.score_batch` (contract check, failure isolation, stamping).
+    Rows that already carry an error pass through; output rows keep the input order."""
+    rows = batch.to_pylist()
+    items = [
+        ErrorRecord.model_validate_json(r["error"]) if r["error"] is not None else _prepared(r)
+        for r in rows
+    ]
+    results = score_prepared(scorer, items, batch_size)
+    info = scorer.info.model_dump_json()
+    out = []
+    for row, item, result in zip(rows, items, results, strict=True):
+        is_error = isinstance(result, ErrorRecord)
+        out.append(
+            {
+                "id": row["id"],
+                "result": result.model_dump_json(),
+                "is_error": is_error,
+                "audio_seconds": 0.0 if is_error else item.audio.duration_s,
+                "scorer": info,
+            }
+        )
+    return pa.Table.from_pylist(out, schema=SCORED_SCHEMA)
+
+
+def write(batch: pa.Table, *, out: str) -> pa.Table:
+    """Write a batch of scored rows as one committed part set
+    (:func:`apa.batch.commits.commit_part_set`); returns its commit as a one-row table."""
+    if batch.num_rows == 0:
+        return pa.Table.from_pylist([], schema=COMMIT_SCHEMA)
+    commit = commit_scored(batch.to_pylist(), out=out)
+    return pa.Table.from_pylist([{"commit": commit.model_dump_json()}], schema=COMMIT_SCHEMA)
+
+
+def commit_scored(rows: Sequence[dict], *, out: str) -> Commit:
+    """Scored rows (the ``score`` schema, as dicts) as one committed part set."""
+    assessments = [Assessment.model_validate_json(r["result"]) for r in rows if not r["is_error"]]
+    errors = [ErrorRecord.model_validate_json(r["result"]) for r in rows if r["is_error"]]
+    scorer = next((r["scorer"] for r in rows if r["scorer"]), None)
+    return commit_part_set(
+        out,
+        assessments,
+        errors,
+        audio_seconds=sum(r["audio_seconds"] for r in rows),
+        scorer=ScorerInfo.model_validate_json(scorer) if scorer else None,
+    )

@@ -1,0 +1,60 @@
+"""The batch job's summary: ``summary.json`` beside the tables, and the last log line.
+
+Totals (inputs, scored, errors by reason, audio) are over every commit in the output
+directory, so a resumed run reports the whole job; ``processed``, ``wall_seconds`` and the
+throughput are this run's own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from apa.batch.commits import Commit
+from apa.scoring.scorer import ScorerInfo
+from apa.scoring.summary import RunSummary
+
+
+class BatchSummary(RunSummary):
+    scorer: ScorerInfo | None = None
+    """``None`` only when no input reached a scorer (all were errors before it)"""
+    audio_hours: float
+    processed: int
+    """inputs this run scored or recorded as errors"""
+    skipped: int
+    """inputs found done in the output directory (an earlier run's commits)"""
+    output: str
+
+
+def summarise_commits(
+    commits: Sequence[Commit],
+    *,
+    processed: int,
+    wall_seconds: float,
+    output: str,
+    audio_seconds_this_run: float,
+) -> BatchSummary:
+    """The job's summary from all commits in the output; rates are over this run's work
+    (``processed`` inputs and ``audio_seconds_this_run`` in ``wall_seconds``)."""
+    scored = sum(len(c.scored) for c in commits)
+    reasons = Counter(r for c in commits for r in c.errors.values())
+    audio = sum(c.audio_seconds for c in commits)
+    scorer = next((c.scorer for c in reversed(commits) if c.scorer is not None), None)
+    inputs = scored + sum(reasons.values())
+    return BatchSummary(
+        scorer=scorer,
+        inputs=inputs,
+        scored=scored,
+        errors=sum(reasons.values()),
+        errors_by_reason=dict(reasons.most_common()),
+        audio_seconds=round(audio, 3),
+        audio_hours=round(audio / 3600, 4),
+        wall_seconds=round(wall_seconds, 3),
+        utterances_per_second=round(processed / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+        realtime_factor=(
+            round(wall_seconds / audio_seconds_this_run, 4) if audio_seconds_this_run > 0 else None
+        ),
+        processed=processed,
+        skipped=inputs - processed,
+        output=output,
+    )

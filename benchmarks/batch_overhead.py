@@ -1,0 +1,173 @@
+"""Overhead of the Ray batch job over in-process ``apa score``, and its memory as input grows.
+
+    .venv/bin/python benchmarks/batch_overhead.py [--sizes 1000 10000] [--model M] [--threads 1]
+
+For each size N, a manifest of N rows is made from the Speechocean762 sample's test split
+(its utterances repeated under distinct ids, same audio), then scored twice, side by side:
+
+- in-process: :func:`apa.scoring.run.run_scoring` (what ``apa score`` runs), torch pinned
+  to ``--threads`` threads;
+- Ray job: ``python -m ray_jobs.batch_score`` in a process of its own (the driver) with a
+  local Ray on all CPUs, one scorer actor of ``--threads`` CPUs (Ray pins the actor's torch
+  to that many threads through ``OMP_NUM_THREADS``), read/decode/write tasks beside it.
+  Its throughput is its summary's (the run; starting Ray is not counted, as starting the
+  Python process is not counted for the in-process side; loading the model is, on both).
+
+Prints utterances per second of each, their ratio (Ray / in-process), and the peak resident
+memory (RSS, sampled every 0.2 s with psutil) of the in-process run, the Ray driver, the
+largest Ray worker process and all Ray workers together (summed RSS, and summed private
+memory: RSS counts the shared object-store pages once in every process that touched them).
+Flat driver and worker peaks from 1k to 10k rows mean the job streams. Timings are
+wall-clock on a shared machine: compare only figures printed by one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import psutil
+
+from apa.data.inputs import read_utterances
+from apa.data.manifest import write_manifest
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "speechocean762-sample"
+
+
+class PeakRss:
+    """Samples the RSS of the driver (this process unless given) and of every Ray worker
+    (name ``ray::...`` or a ``default_worker.py`` command line) until stopped."""
+
+    def __init__(self, driver: int | None = None, interval_s: float = 0.2) -> None:
+        self.pid = driver if driver is not None else os.getpid()
+        self.interval_s = interval_s
+        self.driver = 0
+        self.workers: dict[int, int] = {}
+        self.workers_total = 0
+        self.workers_private = 0
+        """peak of the summed private memory (USS) of the workers: no shared object-store
+        pages, which RSS counts once per process that touched them"""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = psutil.Process(self.pid)
+        while not self._stop.is_set():
+            try:
+                self.driver = max(self.driver, me.memory_info().rss)
+            except psutil.Error:
+                pass
+            total = private = 0
+            for p in psutil.process_iter(["pid", "name", "cmdline"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if p.pid != me.pid and (
+                    (p.info["name"] or "").startswith("ray::") or "default_worker.py" in cmd
+                ):
+                    try:
+                        rss = p.memory_info().rss
+                        uss = p.memory_full_info().uss
+                    except psutil.Error:
+                        continue
+                    self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
+                    total += rss
+                    private += uss
+            self.workers_total = max(self.workers_total, total)
+            self.workers_private = max(self.workers_private, private)
+            self._stop.wait(self.interval_s)
+
+
+def make_manifest(n: int, directory: Path) -> str:
+    source = read_utterances(str(SAMPLE / "test"))
+    base = source.utterances
+    rows = [
+        base[i % len(base)].model_copy(update={"id": f"{base[i % len(base)].id}_r{i}"})
+        for i in range(n)
+    ]
+    uri = str(directory / f"manifest-{n}.jsonl")
+    write_manifest(rows, uri)
+    return uri
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def ray_job(manifest: str, out: Path, args: argparse.Namespace) -> tuple[float, PeakRss]:
+    """Run the job as a user does (``python -m ray_jobs.batch_score``, its own local Ray);
+    returns its throughput (from its summary: the run, Ray start excluded) and the peaks."""
+    cmd = [sys.executable, "-m", "ray_jobs.batch_score", "--input", manifest, "--output",
+           str(out), "--model", args.model, "--mode", args.mode, "--batch-size",
+           str(args.batch_size), "--cpus-per-actor", str(args.threads)]  # fmt: skip
+    env = {**os.environ, "APA_LOG_LEVEL": "WARNING", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    with open(out.with_suffix(".log"), "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with PeakRss(driver=proc.pid) as peak:
+            if proc.wait() != 0:
+                raise SystemExit(f"the Ray job failed; see {out.with_suffix('.log')}")
+    summary = json.loads((out / "summary.json").read_text())
+    return summary["utterances_per_second"], peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--model", default="builtin:tiny-phi4mm")
+    parser.add_argument("--mode", default="one-pass")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-in-process-above", type=int, default=None,
+                        help="run only the Ray job (memory) for sizes above this")  # fmt: skip
+    args = parser.parse_args()
+
+    import torch
+
+    from apa.log import configure_logging
+    from apa.scoring.run import run_scoring
+    from apa.scoring.settings import ScoringSettings
+
+    configure_logging(level="WARNING")
+    torch.set_num_threads(args.threads)
+    scoring = ScoringSettings(model=args.model, mode=args.mode, batch_size=args.batch_size)
+    work = Path(tempfile.mkdtemp(prefix="apa-batch-bench-"))
+    os.environ.setdefault("APA_CACHE_DIR", str(work / "cache"))
+
+    print(f"device: {platform.machine()}, {psutil.cpu_count()} CPUs, "
+          f"{mib(psutil.virtual_memory().total)} RAM; model {args.model} ({args.mode}), "
+          f"batch {args.batch_size}, {args.threads} torch thread(s) a side; in {work}")  # fmt: skip
+    print("| rows | in-process utt/s | Ray job utt/s | ratio | in-process peak RSS | "
+          "Ray driver peak RSS | largest Ray worker | all Ray workers (RSS) | all Ray workers "
+          "(private) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    for n in args.sizes:
+        manifest = make_manifest(n, work)
+        inproc_rate, inproc_rss = None, None
+        if args.skip_in_process_above is None or n <= args.skip_in_process_above:
+            with PeakRss() as peak:
+                s = run_scoring(manifest, str(work / f"inproc-{n}"), scoring)
+            inproc_rate, inproc_rss = s.utterances_per_second, peak.driver
+        ray_rate, peak = ray_job(manifest, work / f"ray-{n}", args)
+        ratio = f"{ray_rate / inproc_rate:.2f}" if inproc_rate else "-"
+        print(f"| {n} | {f'{inproc_rate:.2f}' if inproc_rate else '-'} | {ray_rate:.2f} | "
+              f"{ratio} | {mib(inproc_rss) if inproc_rss else '-'} | {mib(peak.driver)} | "
+              f"{mib(max(peak.workers.values(), default=0))} | {mib(peak.workers_total)} | "
+              f"{mib(peak.workers_private)} |",
+              flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The batch job end to end on local Ray (the session's ``ray_local``), with builtin:gop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import pytest
+
+from apa.batch.commits import read_commits
+from apa.data.demo import BAD_ROWS
+from apa.data.inputs import read_utterances
+from apa.scoring.run import run_scoring
+from apa.scoring.settings import ScoringSettings
+from apa.tables import read_assessments, read_table
+from ray_jobs.batch_score import run_batch
+from tests.ray_jobs.conftest import job_settings, sorted_tables
+
+pytestmark = pytest.mark.integration
+
+
+def _ids(out: str, table: str) -> list[str]:
+    return read_table(f"{out}/{table}").column("utterance_id").to_pylist()
+
+
+def test_job_on_the_sample_writes_the_tables_apa_score_writes(ray_local, sample_dir, tmp_path):
+    corpus = str(sample_dir / "test")
+    out = str(tmp_path / "ray")
+    summary = run_batch(job_settings(corpus, out, limit=5, rows_per_part=2))
+    in_process = run_scoring(
+        corpus, str(tmp_path / "inproc"), ScoringSettings(model="builtin:gop"), limit=5
+    )
+
+    assert sorted_tables(out) == sorted_tables(str(tmp_path / "inproc"))
+    assert summary.scored == in_process.scored == 5
+    assert summary.inputs == summary.scored + summary.errors == summary.processed
+    assert len(read_commits(out)) >= 3  # rows_per_part=2: several part sets
+    assert [a.utterance_id for a in read_assessments(out)]  # apa evaluate can read it
+    written = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert written["inputs"] == summary.inputs and written["audio_hours"] > 0
+
+
+def test_bad_rows_land_in_errors_and_counts_add_up(ray_local, demo_manifest, tmp_path):
+    out = str(tmp_path / "out")
+    summary = run_batch(job_settings(str(demo_manifest), out))
+
+    errors = read_table(f"{out}/errors").to_pylist()
+    assert {e["utterance_id"]: e["reason"] for e in errors} == BAD_ROWS
+    source = read_utterances(str(demo_manifest))
+    all_ids = _ids(out, "utterances") + _ids(out, "errors")
+    assert Counter(all_ids) == Counter(
+        [u.id for u in source.utterances] + [e.utterance_id for e in source.errors]
+    )
+    assert summary.errors_by_reason == dict(Counter(BAD_ROWS.values()))
+    assert summary.scored == 4 and summary.inputs == 8
+
+
+def test_resume_after_a_stopped_run_ends_as_an_uninterrupted_run(
+    ray_local, demo_manifest, tmp_path
+):
+    whole = str(tmp_path / "whole")
+    run_batch(job_settings(str(demo_manifest), whole))
+
+    resumed = tmp_path / "resumed"
+    first = run_batch(job_settings(str(demo_manifest), str(resumed), limit=2, rows_per_part=1))
+    # the first 2 utterances, and the one row that was no utterance (empty text) at all
+    assert (first.scored, first.errors, first.processed) == (2, 1, 3)
+    # the stopped run also left a batch that died before its commit: its words part is on
+    # disk under its pending name, and a committed part set lost its commit
+    shutil.copy(
+        next((tmp_path / "whole" / "words").glob("part-*.parquet")),
+        resumed / "words" / "_pending-0123456789abcdef.parquet",
+    )
+    lost = sorted((resumed / "_commits").glob("*.json"))[0]
+    lost_ids = set(json.loads(lost.read_text())["scored"]) | set(
+        json.loads(lost.read_text())["errors"]
+    )
+    lost.unlink()
+
+    second = run_batch(job_settings(str(demo_manifest), str(resumed)))
+    assert len(lost_ids) == 1
+    assert (second.processed, second.skipped) == (8 - 3 + 1, 3 - 1)
+    assert second.inputs == 8 and second.scored == 4
+    assert sorted_tables(str(resumed)) == sorted_tables(whole)
+
+    again = run_batch(job_settings(str(demo_manifest), str(resumed)))  # idempotent
+    assert again.processed == 0 and again.inputs == 8
+    assert sorted_tables(str(resumed)) == sorted_tables(whole)
+
+
+def test_input_and_output_on_s3(ray_local, s3, demo_manifest, tmp_path):
+    client, bucket = s3
+    corpus = demo_manifest.parent
+    for wav in sorted((corpus / "wav").glob("*.wav")):
+        client.upload_file(str(wav), bucket, f"corpus/wav/{wav.name}")
+    client.upload_file(str(demo_manifest), bucket, "corpus/manifest.jsonl")
+    out = f"s3://{bucket}/scores/run1"
+
+    summary = run_batch(job_settings(f"s3://{bucket}/corpus/manifest.jsonl", out))
+    assert (summary.scored, summary.errors) == (4, 4)
+    assert sorted(a.utterance_id for a in read_assessments(out)) == [
+        f"demo_{i:03d}" for i in range(4)
+    ]
+    written = client.get_object(Bucket=bucket, Key="scores/run1/summary.json")["Body"].read()
+    assert json.loads(written)["errors_by_reason"] == summary.errors_by_reason
+
+
+def test_an_s3_prefix_of_audio_with_a_sidecar_of_texts(ray_local, s3, demo_manifest, tmp_path):
+    client, bucket = s3
+    wav_dir = demo_manifest.parent / "wav"
+    for name in ("demo_000", "demo_001", "corrupt"):
+        client.upload_file(str(wav_dir / f"{name}.wav"), bucket, f"audio/{name}.wav")
+    texts = [
+        {"id": "demo_000", "text": "we call it bear"},
+        {"id": "demo_001", "text": "the cat sat on the mat"},
+        {"id": "corrupt", "text": "we call it bear"},
+        {"id": "no_such_audio", "text": "hello"},
+    ]
+    body = "".join(json.dumps(t) + "\n" for t in texts).encode()
+    client.put_object(Bucket=bucket, Key="texts.jsonl", Body=body)
+    out = str(tmp_path / "out")
+
+    summary = run_batch(
+        job_settings(f"s3://{bucket}/audio/", out, texts=f"s3://{bucket}/texts.jsonl")
+    )
+    assert sorted(_ids(out, "utterances")) == ["demo_000", "demo_001"]
+    errors = {e["utterance_id"]: e["reason"] for e in read_table(f"{out}/errors").to_pylist()}
+    assert errors == {"corrupt": "audio.undecodable", "no_such_audio": "input.no_audio"}
+    assert summary.inputs == 4

@@ -1,0 +1,88 @@
+"""Committed part sets: a crash between a part set's tables and its commit leaves nothing a
+reader or a resumed run counts twice; a crash after the commit is finished by recover()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apa.batch.commits import commit_part_set, done_ids, read_commits, recover
+from apa.schema import Assessment, ErrorRecord, SentenceScores, WordAssessment
+from apa.scoring.scorer import ScorerInfo
+from apa.tables import read_assessments, read_table
+
+INFO = ScorerInfo(name="builtin:test", backend="test", model_is_random=True)
+
+
+def _assessment(uid: str) -> Assessment:
+    return Assessment(
+        utterance_id=uid,
+        text="we call",
+        sentence=SentenceScores(accuracy=8, fluency=7, prosody=None, completeness=10, total=7.5),
+        words=[
+            WordAssessment(text="we", accuracy=9, stress=10, total=9),
+            WordAssessment(text="call", accuracy=6, stress=10, total=6.5),
+        ],
+    )
+
+
+def _error(uid: str) -> ErrorRecord:
+    return ErrorRecord(utterance_id=uid, stage="audio", reason="audio.silent", message="silent")
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_a_part_set_is_readable_as_tables_and_counted(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    commit = commit_part_set(
+        out, [_assessment("a"), _assessment("b")], [_error("c")], audio_seconds=3.5, scorer=INFO
+    )
+    assert commit.rows == {"utterances": 2, "words": 4, "errors": 1}
+    assert sorted(a.utterance_id for a in read_assessments(out)) == ["a", "b"]
+    assert read_table(f"{out}/errors").column("reason").to_pylist() == ["audio.silent"]
+    assert done_ids(recover(out)) == {"a", "b", "c"}
+    assert not [f for f in _files(tmp_path / "out") if "pending" in f]
+
+
+def test_uncommitted_parts_are_invisible_and_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    commit_part_set(str(out), [_assessment("a")], [], audio_seconds=1.0, scorer=INFO)
+    # a run that died after writing a part set's words but before its commit
+    (out / "words" / "_pending-deadbeef.parquet").write_bytes(b"half of a batch")
+    (out / "utterances" / "part-x.parquet.partial-1234").write_bytes(b"torn")
+    assert read_table(str(out / "words")).num_rows == 2  # readers skip pending names
+    commits = recover(str(out))
+    assert done_ids(commits) == {"a"}
+    key = commits[0].key
+    expected = [f"{t}/part-{key}.parquet" for t in ("utterances", "words")]
+    assert _files(out) == sorted([*expected, f"_commits/{key}.json"])
+
+
+def test_a_committed_but_unpublished_part_set_is_finished(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    commit = commit_part_set(str(out), [_assessment("a")], [], audio_seconds=1.0, scorer=INFO)
+    # as if the run died between the commit and the move of its parts
+    final = out / "words" / f"part-{commit.key}.parquet"
+    final.rename(out / "words" / f"_pending-{commit.key}.parquet")
+    assert read_table(str(out / "words")).num_rows == 0
+    recover(str(out))
+    assert final.exists()
+    assert read_table(str(out / "words")).num_rows == 2
+
+
+def test_an_id_committed_twice_is_refused(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    commit_part_set(out, [_assessment("a")], [], audio_seconds=1.0, scorer=INFO)
+    commit_part_set(out, [], [_error("a")], audio_seconds=0.0, scorer=None)
+    assert len(read_commits(out)) == 2
+    with pytest.raises(ValueError, match="committed more than once"):
+        recover(out)
+    with pytest.raises(ValueError, match="holds an id twice"):
+        commit_part_set(out, [_assessment("b")], [_error("b")], audio_seconds=0, scorer=INFO)
+
+
+def test_empty_output_has_no_commits(tmp_path: Path) -> None:
+    assert recover(str(tmp_path / "nothing-here")) == []
