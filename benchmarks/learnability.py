@@ -5,9 +5,11 @@ Writes a synthetic corpus (``apa synth``'s generator, disjoint held-out sentence
 ``modules_to_save`` recipe, and prints, per level and aspect, the held-out PCC and SCC
 before training and after (signed), the wall time and the device::
 
-    .venv/bin/python benchmarks/learnability.py                 # the full run (~10 min)
-    .venv/bin/python benchmarks/learnability.py --seed 1 --train-sentences 12 --takes 6 \\
-        --epochs 6 --batch-size 8                               # the test's small version
+    .venv/bin/python benchmarks/learnability.py                 # the full run (~6 min)
+    .venv/bin/python benchmarks/learnability.py --seed 2 --train-sentences 8 \\
+        --test-sentences 4 --takes 4 --max-words 4 --epochs 6 --batch-size 8 \\
+        --warmup 2                                              # the test's small version
+    .venv/bin/python benchmarks/learnability.py --set rank=32   # any `apa finetune --set`
 
 Every number comes from real one-pass inference on the held-out split
 (``history.jsonl`` of the run: step 0 is the untrained model). Results: benchmarks/RESULTS.md,
@@ -41,7 +43,10 @@ ROWS = [
 
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
-    corpus = work / f"corpus-s{args.seed}-{args.train_sentences}x{args.takes}"
+    corpus = work / (
+        f"corpus-s{args.seed}-{args.train_sentences}x{args.takes}"
+        f"-t{args.test_sentences}-w{args.max_words}"
+    )
     if not (corpus / "synth.json").is_file():
         write_synthetic_corpus(
             corpus,
@@ -63,6 +68,8 @@ def run(args: argparse.Namespace) -> dict:
         "--set", "eval_resamples=0", "--set", f"warmup_steps={args.warmup}",
         "--set", f"threads={args.threads}",
     ]  # fmt: skip
+    for item in args.set or []:
+        command += ["--set", item]
     started = time.perf_counter()
     env = {**os.environ, "APA_LOG_FORMAT": "json"}
     done = subprocess.run(command, env=env, capture_output=not args.verbose, text=True)
@@ -107,13 +114,16 @@ def main() -> None:
     parser.add_argument("--test-sentences", type=int, default=10)
     parser.add_argument("--takes", type=int, default=8)
     parser.add_argument("--max-words", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="builtin:tiny-qwen2-audio")
     parser.add_argument("--work", default="/tmp/apa-learnability")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="More `apa finetune --set`s."
+    )
     parser.add_argument("--json", action="store_true", help="Print the result as JSON too.")
     parser.add_argument("--verbose", action="store_true", help="Show apa finetune's logs.")
     args = parser.parse_args()

@@ -115,6 +115,15 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``APA_CACHE_DIR`` for the session, so that each built-in tiny model is built once."""
+    path = tmp_path_factory.mktemp("apa-model-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("APA_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session")
 def ray_local(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray instance for the whole test session (about 5 s to start), shared by the
     batch-job, fine-tuning and Serve tests. A test that starts Serve shuts Serve down again

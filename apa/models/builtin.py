@@ -3,9 +3,10 @@
 ``builtin:tiny-qwen2-audio`` is a ``Qwen2AudioForConditionalGeneration`` and
 ``builtin:tiny-phi4mm`` a ``Phi4MultimodalForCausalLM``, each well under a million
 parameters, created from a config with a fixed seed and a byte-level BPE tokenizer trained
-here on a small built-in English corpus (prompt words, the Speechocean762 rubric, ARPAbet
-phones, digits). They let everything downstream (scoring, training, serving, tests) run
-offline and fast; their outputs mean nothing.
+here on a small built-in English corpus (prompt words, the scoring instruction with its
+Speechocean762 rubric and answer form, ARPAbet phones, digits). They let everything
+downstream (scoring, training, serving, tests) run offline and fast; their outputs mean
+nothing.
 
 :func:`ensure_builtin` builds one into the cache on first use and returns its directory,
 which is then loaded by :func:`apa.models.loading.load_model` exactly like a downloaded
@@ -40,15 +41,18 @@ BUILTIN_NAMES: tuple[str, ...] = (TINY_QWEN2_AUDIO, TINY_PHI4MM)
 MARKER = "apa_builtin.json"
 """Written last into a built model's directory: ``{"name", "random_weights", "seed", ...}``."""
 SEED = 0
-RECIPE = 1
-"""Bump when a recipe changes what is built, so caches build the new one beside the old."""
+RECIPE = 2
+"""Bump when a recipe changes what is built, so caches build the new one beside the old.
+2: the tokenizer is also trained on the scoring instruction (:func:`instruction_corpus`), so
+a change to :mod:`apa.lmm.prompt`'s text changes the tokenizer too: bump this with it."""
 SPEECH_LORA_DIR = "speech-lora"
 """Where a Phi-4-multimodal checkpoint keeps the LoRA adapter its speech ability needs."""
 
 _PHI4MM_LM_LORA_TARGETS = (
     r"model\.layers\.\d+\.(self_attn\.(qkv_proj|o_proj)|mlp\.(gate_up_proj|down_proj))"
 )
-_TOKENIZER_VOCAB = 480
+_TOKENIZER_VOCAB = 1024
+"""An upper bound: BPE stops when no pair occurs twice, which the corpus reaches first."""
 _VOCAB_MULTIPLE = 64
 
 QWEN2_SPECIAL_TOKENS: tuple[str, ...] = (
@@ -170,6 +174,31 @@ CORPUS: tuple[str, ...] = (
 )
 _CORPUS_REPEATS = 4
 
+# References spelled out in the instruction's answer form when the tokenizer is trained.
+_INSTRUCTION_REFERENCES: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
+    ("We call it bear.", (("W", "IY1"), ("K", "AO1", "L"), ("IH1", "T"), ("B", "EH1", "R"))),
+    (
+        "The dog ran home.",
+        (("DH", "AH0"), ("D", "AO1", "G"), ("R", "AE1", "N"), ("HH", "OW1", "M")),
+    ),
+)
+
+
+def instruction_corpus() -> tuple[str, ...]:
+    """The scoring instruction (:func:`apa.lmm.prompt.instruction`) for a few references,
+    as tokenizer training text.
+
+    Every utterance is scored with that instruction, so a tokenizer that has seen it spells
+    it in about 660 tokens instead of about 1,170, which makes an utterance's sequence about
+    a third shorter and a fine-tuning step correspondingly cheaper (benchmarks/RESULTS.md,
+    ``## Learnability``)."""
+    from apa.lmm.prompt import instruction
+
+    return tuple(
+        instruction(text, text.rstrip(".").upper().split(), [list(p) for p in phones])
+        for text, phones in _INSTRUCTION_REFERENCES
+    )
+
 
 def ensure_builtin(name: str, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The directory of the built-in model ``name`` (``builtin:tiny-qwen2-audio`` or
@@ -258,7 +287,7 @@ def build_tiny_qwen2_audio(path: str | os.PathLike[str]) -> Path:
     model.generation_config = GenerationConfig(
         bos_token_id=endoftext, eos_token_id=[im_end, endoftext], pad_token_id=endoftext
     )
-    model.save_pretrained(out)
+    _save_model(model, out)
     processor.save_pretrained(out)
     _write_marker(out, TINY_QWEN2_AUDIO)
     return out
@@ -342,7 +371,7 @@ def build_tiny_phi4mm(path: str | os.PathLike[str]) -> Path:
         model.generation_config = GenerationConfig(
             bos_token_id=endoftext, eos_token_id=[endoftext, end], pad_token_id=endoftext
         )
-        model.save_pretrained(out)
+        _save_model(model, out)
         processor.save_pretrained(out)
         _name_real_image_processor(out)
         # The speech adapter: LoRA on the language model's layers only (the audio encoder
@@ -366,7 +395,8 @@ def build_tiny_phi4mm(path: str | os.PathLike[str]) -> Path:
 def _tokenizer(
     special_tokens: tuple[str, ...], pattern: str, **tokenizer_kwargs: Any
 ) -> Any:  # PreTrainedTokenizerFast
-    """A byte-level BPE trained on :data:`CORPUS`, special tokens first (ids 0, 1, ...).
+    """A byte-level BPE trained on :data:`CORPUS` and :func:`instruction_corpus`, special
+    tokens first (ids 0, 1, ...).
 
     Training is deterministic: the same corpus gives the same merges and ids."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -387,7 +417,8 @@ def _tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(list(CORPUS) * _CORPUS_REPEATS, trainer=trainer)
+    corpus = list(CORPUS) + list(instruction_corpus())
+    bpe.train_from_iterator(corpus * _CORPUS_REPEATS, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         clean_up_tokenization_spaces=False,
@@ -406,6 +437,24 @@ def _name_real_image_processor(path: Path) -> None:
     config = json.loads(config_path.read_text())
     config["image_processor"] = {"image_processor_type": "Phi4MultimodalImageProcessorFast"}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _save_model(model: Any, out: Path) -> None:
+    """``model.save_pretrained(out)`` on whichever process builds the model.
+
+    transformers writes nothing, silently, from a ``torch.distributed`` rank other than 0. A
+    built-in model is built by the first process that needs it, which in a data-parallel
+    job (Ray Train workers) may be any rank, so this rank saves regardless (the build is
+    private to it until renamed into the cache), and the files are checked to be there.
+    """
+    model.should_save_on_this_rank = lambda is_main_process: True  # instance override
+    try:
+        model.save_pretrained(out)
+    finally:
+        del model.should_save_on_this_rank
+    missing = [f for f in ("config.json", "model.safetensors") if not (out / f).is_file()]
+    if missing:
+        raise RuntimeError(f"saving the built-in model to {out} wrote no {', '.join(missing)}")
 
 
 def _write_marker(path: Path, name: str) -> None:

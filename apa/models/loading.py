@@ -249,7 +249,8 @@ def _family(ref: str, path: str, is_local: bool) -> Family:
         supported = ", ".join(FAMILIES)
         raise ModelLoadError(
             "unsupported_model",
-            f"model {ref!r} has model_type {model_type!r}; supported: {supported}",
+            f"model {ref!r} (at {path}) has model_type {model_type!r}; supported: {supported}"
+            f" (config keys: {sorted(config_dict)[:8]})",
         )
     return family
 

@@ -1,22 +1,12 @@
-"""A small synthetic corpus and a model cache shared by the fine-tuning tests."""
+"""A small synthetic corpus shared by the fine-tuning tests (the model cache: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from apa.synth.corpus import SynthConfig, write_synthetic_corpus
-
-
-@pytest.fixture(scope="session")
-def finetune_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """``APA_CACHE_DIR`` for the session: each built-in model is built once."""
-    path = tmp_path_factory.mktemp("apa-finetune-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("APA_CACHE_DIR", str(path))
-        yield path
 
 
 @pytest.fixture(scope="session")

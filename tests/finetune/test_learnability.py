@@ -1,14 +1,15 @@
 """A small learnability check: 24 LoRA steps on a small synthetic corpus lower the loss and
-raise the held-out sentence-level correlations of the built-in tiny model, measured by real
-one-pass inference.
+raise the held-out sentence fluency and total correlations of the built-in tiny model,
+measured by real one-pass inference.
 
 The full benchmark is ``benchmarks/learnability.py`` (benchmarks/RESULTS.md, ``## Learnability``);
-this is its small version. Thresholds come from seeds 1-3 of exactly this setup (RESULTS.md):
-the mean signed rise of held-out PCC over sentence accuracy, fluency and total was +0.14,
-+0.42 and +0.44, and the last epoch's mean loss 1.90, 1.77 and 1.87 (from about 6.3 at the
-first step). Fluency alone rose in two seeds of three (+1.11, +0.70, -0.02): at this size
-(32 training utterances, 24 steps) no single aspect rises reliably, so the test asserts the
-mean.
+this is its small version. Thresholds come from seeds 1-3 of exactly this setup with the
+recipe-2 built-in tokenizer (RESULTS.md): the signed rise of held-out PCC was +0.20, +0.25 and
++0.56 for fluency and +0.33, +0.29 and +0.61 for total (means +0.27, +0.27, +0.59), and the
+last epoch's mean loss 2.09, 1.94 and 2.06 (from about 6.9 at the first step). Sentence
+accuracy fell in two seeds of three (+0.06, -0.22, -0.22): at this size (32 training
+utterances, 24 steps) it is not learned, so the test asserts the mean rise of fluency and
+total.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from apa.finetune.loop import finetune
 from apa.synth.corpus import SynthConfig, write_synthetic_corpus
 
 SEED = 2
-MIN_MEAN_RISE = 0.1
+MIN_MEAN_RISE = 0.15
 MAX_FINAL_LOSS = 2.5
-SENTENCE = [f"valid/sentence/{a}/pcc" for a in ("accuracy", "fluency", "total")]
+SENTENCE = [f"valid/sentence/{a}/pcc" for a in ("fluency", "total")]
 
 
-def test_a_few_dozen_steps_raise_held_out_sentence_scores(finetune_cache, tmp_path) -> None:
+def test_a_few_dozen_steps_raise_held_out_sentence_scores(model_cache, tmp_path) -> None:
     corpus = write_synthetic_corpus(
         tmp_path / "corpus",
         SynthConfig(train_sentences=8, test_sentences=4, takes=4, max_words=4, seed=SEED),

@@ -38,7 +38,7 @@ def _trainable(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 def test_half_run_resumed_ends_where_the_straight_run_ends(
-    finetune_cache, small_corpus, tmp_path
+    model_cache, small_corpus, tmp_path
 ) -> None:
     straight = finetune(_config(small_corpus, tmp_path / "a"))
     assert straight.steps == 4
@@ -57,7 +57,7 @@ def test_half_run_resumed_ends_where_the_straight_run_ends(
 
 @pytest.mark.parametrize("model", [TINY_QWEN2_AUDIO, TINY_PHI4MM])
 def test_adapter_with_card_loads_into_the_scorer(
-    finetune_cache, small_corpus, tmp_path, model
+    model_cache, small_corpus, tmp_path, model
 ) -> None:
     run = tmp_path / "run"
     config = _config(small_corpus, run, model=model, valid=str(small_corpus / "test"),
@@ -91,7 +91,7 @@ def test_adapter_with_card_loads_into_the_scorer(
         assert abs(a.words[0].accuracy - b.words[0].accuracy) < 1e-4
 
 
-def test_finetune_command_reports_the_comparison(finetune_cache, small_corpus, tmp_path) -> None:
+def test_finetune_command_reports_the_comparison(model_cache, small_corpus, tmp_path) -> None:
     out = tmp_path / "cli-run"
     cli = CliRunner().invoke(
         app,

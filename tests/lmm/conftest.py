@@ -1,4 +1,4 @@
-"""Tiny LMMs built once per session, and the Speechocean762 test utterances to score."""
+"""Tiny LMMs loaded once per session, and the Speechocean762 test utterances to score."""
 
 from __future__ import annotations
 
@@ -12,15 +12,6 @@ from apa.models.builtin import TINY_PHI4MM, TINY_QWEN2_AUDIO
 from apa.schema import Utterance
 
 TINY_MODELS = (TINY_QWEN2_AUDIO, TINY_PHI4MM)
-
-
-@pytest.fixture(scope="session")
-def lmm_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """``APA_CACHE_DIR`` for the session, so that each tiny model is built once."""
-    path = tmp_path_factory.mktemp("apa-lmm-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("APA_CACHE_DIR", str(path))
-        yield path
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -37,7 +28,7 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def loaded_models(lmm_cache: Path) -> dict:
+def loaded_models(model_cache: Path) -> dict:
     """Each tiny model loaded once, answer tokens added (as ``load_lmm_scorer`` loads it).
     Build scorers on it with ``LmmScorer(loaded, mode=...)``: each has its own counters."""
     from apa.lmm.engine import load_lmm_scorer

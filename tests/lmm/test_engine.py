@@ -312,7 +312,7 @@ def test_unreadable_distributions_are_answer_errors(
     assert result.raw is not None and result.raw.startswith("MARK: M<|")
 
 
-def test_scorer_needs_the_answer_tokens(lmm_cache) -> None:
+def test_scorer_needs_the_answer_tokens(model_cache) -> None:
     from apa.models.loading import load_model
 
     loaded = load_model(TINY_QWEN2_AUDIO)

@@ -157,3 +157,15 @@ def test_unknown_builtin_name() -> None:
 def test_importing_apa_models_does_not_import_torch() -> None:
     code = "import sys, apa.models; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_build_on_a_non_zero_distributed_rank_saves_the_weights(tmp_path, monkeypatch) -> None:
+    """transformers' save_pretrained writes nothing on torch.distributed ranks other than 0;
+    a Ray Train worker of rank 1 that builds the model first must still leave a whole entry
+    (seen: an entry of tokenizer files alone, then 'model_type None' on every load)."""
+    import transformers.distributed.mixin as mixin
+
+    monkeypatch.setattr(mixin, "_is_torch_distributed_initialized", lambda: True)
+    monkeypatch.setattr(mixin, "_get_torch_distributed_rank", lambda: 1)
+    path = ensure_builtin(TINY_QWEN2_AUDIO, cache_dir=tmp_path)
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
