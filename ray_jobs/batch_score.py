@@ -45,13 +45,10 @@ from apa.batch.summary import BatchSummary, summarise_commits
 from apa.data.inputs import read_utterances
 from apa.log import configure_logging, get_logger
 from apa.scoring.settings import ScoringSettings
+from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
 
-FORWARDED_ENV_PREFIXES = ("APA_", "AWS_")
-"""Environment the driver passes on to the job's Ray workers (per-stage ``runtime_env``): the
-scorer's settings, and where S3 is and how to sign in to it. Workers of a cluster started
-before the job do not otherwise see the driver's environment."""
 
 
 class ScorerActor:
@@ -74,10 +71,6 @@ class ScorerActor:
 
     def __call__(self, batch):
         return stages.score(batch, self.scorer, batch_size=self.batch_size)
-
-
-def forwarded_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
 
 
 def build_dataset(blocks: list, settings: BatchSettings):

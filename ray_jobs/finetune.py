@@ -37,12 +37,9 @@ from apa.finetune.checkpoint import STATE_FILE
 from apa.finetune.config import TrainConfig, load_train_config
 from apa.finetune.loop import ADAPTER_DIR, finetune, latest_checkpoint
 from apa.log import configure_logging, get_logger
+from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.finetune")
-
-FORWARDED_ENV_PREFIXES = ("APA_", "AWS_", "HF_")
-"""Environment passed on to the workers (model cache, S3 endpoint and keys, Hub settings)."""
-
 
 class RayReporter:
     """:class:`apa.finetune.loop.TrainHooks` for Ray Train: each report goes to
@@ -102,15 +99,13 @@ def run_training(
 ) -> Any:
     """Fit a :class:`~ray.train.torch.TorchTrainer` running the apa loop on ``workers``
     workers; returns Ray Train's ``Result`` (its ``checkpoint`` holds ``adapter/``)."""
-    import os
 
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
     if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": env})
+        ray.init(runtime_env={"env_vars": forwarded_env()})
     storage_path = storage_path or str(Path(config.out).resolve() / "ray")
     filesystem = None
     if storage.is_s3(storage_path):

@@ -19,12 +19,12 @@ strings, as a row of a batch job; a request adds one check of its own, the lengt
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 
 from apa.audio import AudioConfig, decode_audio
 from apa.errors import ApaError, InputError
 from apa.lexicon import Lexicon, with_canonical_phones
+from apa.lmm.answer import nearest_score
 from apa.schema import Assessment, ErrorRecord, Level, Utterance
 from apa.scoring.prepare import prepare
 from apa.scoring.scorer import PreparedUtterance
@@ -63,16 +63,6 @@ def prepare_request(
     return prepare(utterance, lexicon=lexicon, audio=decoded)
 
 
-def round_half_up(value: float) -> float:
-    """Scores as integers the way raters give them: halves go up (``2.5`` → ``3``), unlike
-    Python's ``round`` (``round(2.5) == 2``).
-
-    >>> round_half_up(2.5), round_half_up(2.49), round_half_up(9.5)
-    (3.0, 2.0, 10.0)
-    """
-    return float(math.floor(value + 0.5))
-
-
 def assessment_view(
     assessment: Assessment,
     *,
@@ -101,7 +91,8 @@ def assessment_view(
         raise ValueError("phone scores are reported inside their words: ask for 'word' too")
 
     def num(value: float | None) -> float | None:
-        return round_half_up(value) if integer and value is not None else value
+        # halves go up, as raters give integers (the answer format's own rounding)
+        return float(nearest_score(value)) if integer and value is not None else value
 
     sentence = assessment.sentence.model_copy(
         update={k: num(v) for k, v in assessment.sentence.model_dump().items()}

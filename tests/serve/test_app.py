@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
+from apa.lmm.answer import nearest_score
 from apa.schema import Assessment
-from apa.scoring.request import round_half_up
 from serve.local import wait_healthy
 from tests.serve.conftest import KEYS, MAX_UPLOAD_BYTES, TINY, wav_bytes
 
@@ -79,7 +79,7 @@ def test_json_base64_with_levels_and_integer_scores(service, samples, in_process
     assert [w.text for w in got.words] == [w.text for w in want.words]
     assert all(not w.phones for w in got.words)
     for a, b in zip(scores(got), [s for s in scores(_words_only(want))], strict=True):
-        assert (a is None and b is None) or a == round_half_up(b)
+        assert (a is None and b is None) or a == nearest_score(b)
 
 
 def _words_only(a: Assessment) -> Assessment:
