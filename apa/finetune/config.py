@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from apa.lmm.prompt import PromptStyle
+
 Schedule = Literal["constant", "linear", "cosine"]
 
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
@@ -42,6 +44,12 @@ class TrainConfig(BaseModel):
     train: str = Field(description="Training data: Speechocean762 dir or manifest with scores.")
     valid: str | None = Field(None, description="Validation data, evaluated every epoch.")
     out: str = Field(description="Run directory: adapter/, checkpoints/, predictions/.")
+    prompt: PromptStyle = Field(
+        "brief",
+        description="Instruction style trained and scored with (apa.lmm.prompt): 'brief' "
+        "(the reference only) or 'rubric' (with the rubric and answer form). Recorded in "
+        "training.json; a scorer loading the adapter uses the same.",
+    )
     rank: int = Field(8, ge=1, description="LoRA rank r.")
     alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")

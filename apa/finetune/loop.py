@@ -161,7 +161,9 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
-        base = load_lmm_scorer(config.model, device=config.device, dtype="float32")
+        base = load_lmm_scorer(
+            config.model, device=config.device, dtype="float32", prompt=config.prompt
+        )
         loaded = base.loaded
         targets = config.target_modules or list(DEFAULT_TARGETS[loaded.family])
         to_save = config.modules_to_save
@@ -178,7 +180,9 @@ class Trainer:
         with quiet_peft():
             model = get_peft_model(loaded.model, lora)
         self.model = model
-        self.scorer = LmmScorer(replace(loaded, model=model), mode="one-pass", scores="expected")
+        self.scorer = LmmScorer(
+            replace(loaded, model=model), mode="one-pass", scores="expected", prompt=config.prompt
+        )
         self.device = torch.device(loaded.device)
         self.vocab = self.scorer.head.weight.shape[0]
         self.params = [p for p in model.parameters() if p.requires_grad]

@@ -49,7 +49,7 @@ import torch
 from apa.errors import ApaError, AudioError, InputError
 from apa.lmm.answer import AnswerError, AnswerTemplate, Slot, SlotKind, parse_distributions
 from apa.lmm.backends import Batch, backend_for, build_batch, text_model_and_head
-from apa.lmm.prompt import instruction
+from apa.lmm.prompt import PROMPT_STYLES, PromptStyle, adapter_prompt, instruction
 from apa.lmm.vocab import SLOT, add_answer_tokens, check_single_tokens
 from apa.models.loading import DTYPES, LoadedModel, load_model
 from apa.schema import Assessment, ErrorRecord
@@ -101,11 +101,14 @@ def load_lmm_scorer(
     device: str = "auto",
     mode: Mode = "generate",
     scores: ScoreReading = "expected",
+    prompt: PromptStyle | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> LmmScorer:
     """Load model ``ref`` (see :func:`apa.models.loading.load_model`) with the answer tokens
     added to its tokenizer and embeddings before the adapter goes on (so an adapter's
-    trained rows for them are kept), and wrap it in an :class:`LmmScorer`."""
+    trained rows for them are kept), and wrap it in an :class:`LmmScorer`. ``prompt=None``
+    asks in the style the adapter was trained with (:func:`apa.lmm.prompt.adapter_prompt`;
+    ``rubric`` without an adapter)."""
 
     def add_tokens(model: Any, processor: Any) -> None:
         add_answer_tokens(processor.tokenizer, model)
@@ -119,7 +122,9 @@ def load_lmm_scorer(
         cache_dir=cache_dir,
         prepare=add_tokens,
     )
-    return LmmScorer(loaded, mode=mode, scores=scores)
+    if prompt is None:
+        prompt = adapter_prompt(loaded.adapter_path)
+    return LmmScorer(loaded, mode=mode, scores=scores, prompt=prompt)
 
 
 class LmmScorer:
@@ -131,8 +136,15 @@ class LmmScorer:
     """
 
     def __init__(
-        self, loaded: LoadedModel, *, mode: Mode = "generate", scores: ScoreReading = "expected"
+        self,
+        loaded: LoadedModel,
+        *,
+        mode: Mode = "generate",
+        scores: ScoreReading = "expected",
+        prompt: PromptStyle = "rubric",
     ) -> None:
+        if prompt not in PROMPT_STYLES:
+            raise ValueError(f"prompt must be one of {PROMPT_STYLES}, not {prompt!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if scores not in SCORE_READINGS:
@@ -140,6 +152,8 @@ class LmmScorer:
         self.loaded = loaded
         self.mode: Mode = mode
         self.scores: ScoreReading = scores
+        self.prompt: PromptStyle = prompt
+        """The instruction's style (:func:`apa.lmm.prompt.instruction`)."""
         self.backend = backend_for(loaded.family)
         self.processor = loaded.processor
         self.tokenizer = loaded.processor.tokenizer
@@ -218,7 +232,8 @@ class LmmScorer:
         words, phones = utterance.words, utterance.phones or []
         try:
             template = AnswerTemplate.from_reference(words, phones)
-            prompt = self.backend.prompt(self.processor, instruction(utterance.text, words, phones))
+            text = instruction(utterance.text, words, phones, style=self.prompt)
+            prompt = self.backend.prompt(self.processor, text)
         except ValueError as e:
             raise InputError("invalid_reference", f"{utterance.id}: {e}") from None
         ids = self.tokenizer.encode(template.placeholder_text(), add_special_tokens=False)

@@ -25,13 +25,31 @@ sentence: accuracy<score> fluency<score> prosody<score> completeness<score> tota
 
 The answer form is :class:`~apa.lmm.answer.AnswerTemplate`'s structure with ``<score>`` and
 ``<said>`` marks at the slots, so the prompt and the answer always agree.
+
+That is the ``rubric`` style, for a model that has to be told what to do (zero-shot). A
+fine-tuned model learns the rubric and the form from its targets, so ``brief`` keeps the
+reference alone:
+
+>>> instruction("We call it bear.", ["WE", "CALL", "IT", "BEAR"],
+...             [["W", "IY0"], ["K", "AO0", "L"], ["IH0", "T"], ["B", "EH0", "R"]], style="brief")
+'Score the pronunciation of this reading: We call it bear.'
+
+The style is part of what an adapter was trained on: ``apa finetune`` records it
+(``TrainConfig.prompt``, in the adapter's ``training.json``) and :func:`adapter_prompt` reads
+it back, so a scorer loading that adapter asks the way it was trained.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, get_args
 
 from apa.lmm.answer import AnswerTemplate
+
+PromptStyle = Literal["rubric", "brief"]
+PROMPT_STYLES: tuple[str, ...] = get_args(PromptStyle)
 
 RUBRIC = """\
 Score the recording on the Speechocean762 rubric.
@@ -61,15 +79,23 @@ token. Nothing else."""
 _MARKS = {"score10": "<score>", "score2": "<score>", "pronounced": "<said>"}
 
 
-def instruction(text: str, words: Sequence[str], phones: Sequence[Sequence[str]]) -> str:
+def instruction(
+    text: str,
+    words: Sequence[str],
+    phones: Sequence[Sequence[str]],
+    *,
+    style: PromptStyle = "rubric",
+) -> str:
     """The instruction for reference ``text`` with ``words`` (as :func:`apa.text.words_of`
-    gives them) and each word's canonical ``phones``: the reference, the rubric, and the
-    answer form, which lists each word's canonical phones with ``<score>`` and ``<said>``
-    where the slots go.
+    gives them) and each word's canonical ``phones``. ``rubric``: the reference, the rubric,
+    and the answer form, which lists each word's canonical phones with ``<score>`` and
+    ``<said>`` where the slots go; ``brief``: the reference only.
 
-    Raises ``ValueError`` for an empty text, ``words`` and ``phones`` of different lengths
-    or a word without phones.
+    Raises ``ValueError`` for an unknown style, an empty text, ``words`` and ``phones`` of
+    different lengths or a word without phones.
     """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, not {style!r}")
     if not text.strip():
         raise ValueError("the reference text is empty")
     if len(words) != len(phones):
@@ -77,9 +103,28 @@ def instruction(text: str, words: Sequence[str], phones: Sequence[Sequence[str]]
     for word, word_phones in zip(words, phones, strict=True):
         if not word_phones:
             raise ValueError(f"word {word!r} has no canonical phones")
+    if style == "brief":
+        return f"Score the pronunciation of this reading: {text.strip()}"
     template = AnswerTemplate.from_reference(words, phones)
     form = "".join(_MARKS.get(getattr(s, "kind", None), s) for s in template.segments)
     return (
         "Assess the pronunciation of a non-native English learner reading this sentence "
         f"aloud:\n{text.strip()}\n\n{RUBRIC}\n\n{FORM_NOTE}\n{form}"
     )
+
+
+def adapter_prompt(adapter_dir: str | Path | None) -> PromptStyle:
+    """The prompt style the adapter in ``adapter_dir`` was trained with (its
+    ``training.json``, written by ``apa finetune``); ``rubric`` for no adapter, or one
+    without a recorded style (adapters from before the field, or from elsewhere)."""
+    from apa.finetune.card import TRAINING_FILE
+
+    if adapter_dir is None:
+        return "rubric"
+    card = Path(adapter_dir) / TRAINING_FILE
+    if not card.is_file():
+        return "rubric"
+    style = json.loads(card.read_text()).get("config", {}).get("prompt", "rubric")
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"{card}: unknown prompt style {style!r}")
+    return style

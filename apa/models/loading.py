@@ -103,6 +103,8 @@ class LoadedModel:
     dtype: str
     checkpoint_adapters: tuple[str, ...] = field(default=())
     """Adapters shipped inside the checkpoint and merged on load (Phi-4-mm's ``speech-lora``)."""
+    adapter_path: str | None = None
+    """The local directory the adapter was read from (an ``s3://`` adapter's cache copy)."""
 
 
 def load_model(
@@ -141,8 +143,9 @@ def load_model(
     _check_audio_token(ref, family, model.config, processor)
     if prepare is not None:
         prepare(model, processor)
+    adapter_path: Path | None = None
     if adapter is not None:
-        model = _apply_adapter(model, adapter, merge_adapter, cache_dir)
+        model, adapter_path = _apply_adapter(model, adapter, merge_adapter, cache_dir)
     model.eval()
     marker = read_marker(path) if is_local else None
     return LoadedModel(
@@ -157,6 +160,7 @@ def load_model(
         device=resolved_device,
         dtype=resolved_dtype,
         checkpoint_adapters=checkpoint_adapters,
+        adapter_path=str(adapter_path) if adapter_path is not None else None,
     )
 
 
@@ -352,7 +356,8 @@ def _check_audio_token(ref: str, family: Family, config: Any, processor: Any) ->
 
 def _apply_adapter(
     model: Any, adapter: str, merge: bool, cache_dir: str | os.PathLike[str] | None
-) -> Any:
+) -> tuple[Any, Path]:
+    """``model`` with the adapter applied (or merged), and the local directory it came from."""
     from peft import PeftModel
 
     if is_s3(adapter):
@@ -367,6 +372,6 @@ def _apply_adapter(
     try:
         with quiet_peft():
             peft_model = PeftModel.from_pretrained(model, str(source.resolve()))
-            return peft_model.merge_and_unload() if merge else peft_model
+            return (peft_model.merge_and_unload() if merge else peft_model), source.resolve()
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise ModelLoadError("adapter_failed", f"cannot apply adapter {adapter!r}: {err}") from None

@@ -320,6 +320,25 @@ def test_scorer_needs_the_answer_tokens(model_cache) -> None:
         LmmScorer(loaded)
     with pytest.raises(ValueError, match="mode"):
         LmmScorer(loaded, mode="beam")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="prompt"):
+        LmmScorer(loaded, prompt="long")  # type: ignore[arg-type]
+
+
+def test_brief_prompt_is_shorter_and_scores(loaded_models, test_utterances) -> None:
+    """The brief style drops the rubric and form from the prompt (far fewer tokens) and
+    still reads every slot."""
+    item = prepare(test_utterances[0])
+    assert isinstance(item, PreparedUtterance)
+    rubric = LmmScorer(loaded_models[TINY_QWEN2_AUDIO], mode="one-pass")
+    brief = LmmScorer(loaded_models[TINY_QWEN2_AUDIO], mode="one-pass", prompt="brief")
+    long_ids = rubric.tokenizer.encode(rubric.job(item).prompt)
+    short_ids = brief.tokenizer.encode(brief.job(item).prompt)
+    assert item.utterance.text.strip() in brief.job(item).prompt
+    assert len(short_ids) * 4 < len(long_ids)
+    [a], [b] = rubric.score([item]), brief.score([item])
+    assert isinstance(a, Assessment) and isinstance(b, Assessment)
+    assert len(b.words) == len(item.utterance.words)
+    assert abs(a.sentence.fluency - b.sentence.fluency) > 1e-6  # the prompt reached the model
 
 
 def test_importing_apa_lmm_does_not_import_torch() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from hypothesis import given, settings
 
+from apa.finetune.card import TRAINING_FILE
 from apa.lmm.answer import AnswerTemplate, render
-from apa.lmm.prompt import instruction
+from apa.lmm.prompt import adapter_prompt, instruction
 from apa.schema import SENTENCE_ASPECTS
 from apa.testing.strategies import assessments
 
@@ -65,3 +67,25 @@ def test_the_form_is_the_answer_structure(a) -> None:
 def test_instruction_refuses_bad_references(text, words, phones, message) -> None:
     with pytest.raises(ValueError, match=message):
         instruction(text, words, phones)
+
+
+def test_brief_instruction_is_the_reference_only() -> None:
+    text = instruction("We call it bear.", WORDS, PHONES, style="brief")
+    assert text == "Score the pronunciation of this reading: We call it bear."
+    with pytest.raises(ValueError, match="prompt style"):
+        instruction("We call it bear.", WORDS, PHONES, style="short")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        instruction(" ", WORDS, PHONES, style="brief")
+
+
+def test_adapter_prompt_reads_the_training_card(tmp_path) -> None:
+    assert adapter_prompt(None) == "rubric"
+    assert adapter_prompt(tmp_path) == "rubric"  # no card: an adapter from elsewhere
+    card = tmp_path / TRAINING_FILE
+    card.write_text(json.dumps({"config": {"rank": 8}}))
+    assert adapter_prompt(tmp_path) == "rubric"  # a card from before the field
+    card.write_text(json.dumps({"config": {"prompt": "brief"}}))
+    assert adapter_prompt(str(tmp_path)) == "brief"
+    card.write_text(json.dumps({"config": {"prompt": "poem"}}))
+    with pytest.raises(ValueError, match="poem"):
+        adapter_prompt(tmp_path)
