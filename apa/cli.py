@@ -280,6 +280,11 @@ def synth(
     train_sentences: Annotated[int, typer.Option(min=1, help="Distinct training sentences.")] = 30,
     test_sentences: Annotated[int, typer.Option(min=1, help="Distinct held-out sentences.")] = 10,
     takes: Annotated[int, typer.Option(min=1, help="Utterances per sentence.")] = 4,
+    min_words: Annotated[int, typer.Option(min=1, help="Fewest words in a sentence.")] = 3,
+    max_words: Annotated[int, typer.Option(min=1, help="Most words in a sentence.")] = 6,
+    phones: Annotated[
+        int | None, typer.Option(min=1, help="Only sentences of exactly this many phones.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
 ) -> None:
     """Write a synthetic Speechocean762-format corpus with rule-based labels
@@ -288,10 +293,16 @@ def synth(
     from apa.synth.corpus import SynthConfig, write_synthetic_corpus
     from apa.synth.espeak import EspeakError
 
-    config = SynthConfig(
-        train_sentences=train_sentences, test_sentences=test_sentences, takes=takes, seed=seed
-    )
     try:
+        config = SynthConfig(
+            train_sentences=train_sentences,
+            test_sentences=test_sentences,
+            takes=takes,
+            min_words=min_words,
+            max_words=max_words,
+            phones=phones,
+            seed=seed,
+        )
         write_synthetic_corpus(out, config)
     except (EspeakError, ValueError) as e:
         raise _fail(str(e)) from e

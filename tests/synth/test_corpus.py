@@ -45,6 +45,17 @@ def test_draws_are_deterministic_and_held_out_sentences_are_new() -> None:
     assert len(train) == 6 and len(test) == 3 and not train & test
 
 
+def test_a_fixed_phone_count_holds_every_sentence_to_it() -> None:
+    fixed = CONFIG.model_copy(update={"min_words": 4, "max_words": 4, "phones": 14})
+    utterances = draw_corpus(fixed)
+    assert {sum(len(p) for p in u.phones) for u in utterances} == {14}
+    assert {len(u.words) for u in utterances} == {4}
+    assert len({u.words for u in utterances}) == 9
+    impossible = CONFIG.model_copy(update={"min_words": 1, "max_words": 1, "phones": 40})
+    with pytest.raises(ValueError, match="could not draw"):
+        draw_corpus(impossible)
+
+
 def test_labels_follow_the_substitutions() -> None:
     for utt in draw_corpus(CONFIG):
         a = utt.assessment
