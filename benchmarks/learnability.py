@@ -1,15 +1,19 @@
 """Learnability on CPU: does `apa finetune` teach the built-in tiny model the synthetic rules?
 
 Writes a synthetic corpus (``apa synth``'s generator, disjoint held-out sentences), runs
-``apa finetune`` on it (the real command, in a subprocess) with the LoRA +
-``modules_to_save`` recipe, and prints, per level and aspect, the held-out PCC and SCC
-before training and after (signed), the wall time and the device::
+``apa finetune`` on it (the real command, in a subprocess) with the tiny-model recipe
+(``apa.finetune.config.TINY_RECIPE``: LoRA + ``modules_to_save``, brief prompt,
+sentence-weighted loss), and prints, per level and aspect, the held-out PCC and SCC before
+training and after (signed), the wall time and the device::
 
-    .venv/bin/python benchmarks/learnability.py                 # the full run (~6 min)
-    .venv/bin/python benchmarks/learnability.py --seed 2 --train-sentences 8 \\
-        --test-sentences 4 --takes 4 --max-words 4 --epochs 6 --batch-size 8 \\
-        --warmup 2                                              # the test's small version
+    .venv/bin/python benchmarks/learnability.py                 # the full run (~7 min)
+    .venv/bin/python benchmarks/learnability.py --epochs 80 --set eval_every_epochs=10
+                                                                # with a validation every 300 steps
+    .venv/bin/python benchmarks/learnability.py --seed 1 --train-sentences 40 \\
+        --test-sentences 12 --max-words 4 --epochs 30           # the test's small version
     .venv/bin/python benchmarks/learnability.py --set rank=32   # any `apa finetune --set`
+    .venv/bin/python benchmarks/learnability.py --phones 14 --min-words 4 --max-words 4
+                                                                # sentences of one length
 
 Every number comes from real one-pass inference on the held-out split
 (``history.jsonl`` of the run: step 0 is the untrained model). Results: benchmarks/RESULTS.md,
@@ -23,12 +27,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from apa.finetune.config import TINY_RECIPE  # noqa: E402
 from apa.synth.corpus import SynthConfig, write_synthetic_corpus  # noqa: E402
 
 ROWS = [
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     corpus = work / (
         f"corpus-s{args.seed}-{args.train_sentences}x{args.takes}"
-        f"-t{args.test_sentences}-w{args.max_words}"
+        f"-t{args.test_sentences}-w{args.min_words}-{args.max_words}"
+        f"-p{args.phones}"
     )
     if not (corpus / "synth.json").is_file():
         write_synthetic_corpus(
@@ -54,11 +61,13 @@ def run(args: argparse.Namespace) -> dict:
                 train_sentences=args.train_sentences,
                 test_sentences=args.test_sentences,
                 takes=args.takes,
+                min_words=args.min_words,
                 max_words=args.max_words,
+                phones=args.phones,
                 seed=args.seed,
             ),
         )
-    out = work / f"run-s{args.seed}-{int(time.time())}"
+    out = Path(tempfile.mkdtemp(prefix=f"run-s{args.seed}-", dir=work))
     apa = Path(sys.executable).parent / "apa"
     command = [
         str(apa), "finetune", "--train", str(corpus / "train"), "--valid", str(corpus / "test"),
@@ -68,7 +77,8 @@ def run(args: argparse.Namespace) -> dict:
         "--set", "eval_resamples=0", "--set", f"warmup_steps={args.warmup}",
         "--set", f"threads={args.threads}",
     ]  # fmt: skip
-    for item in args.set or []:
+    recipe = [f"{key}={json.dumps(value)}" for key, value in TINY_RECIPE.items()]
+    for item in [*recipe, *(args.set or [])]:  # later sets win
         command += ["--set", item]
     started = time.perf_counter()
     env = {**os.environ, "APA_LOG_FORMAT": "json"}
@@ -110,12 +120,16 @@ def _f(x: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-sentences", type=int, default=30)
-    parser.add_argument("--test-sentences", type=int, default=10)
-    parser.add_argument("--takes", type=int, default=8)
+    parser.add_argument("--train-sentences", type=int, default=120)
+    parser.add_argument("--test-sentences", type=int, default=40)
+    parser.add_argument("--takes", type=int, default=2)
+    parser.add_argument("--min-words", type=int, default=3)
     parser.add_argument("--max-words", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--phones", type=int, default=None, help="Sentences of exactly this many phones."
+    )
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)

@@ -30,6 +30,25 @@ DEFAULT_MODULES_TO_SAVE: dict[str, tuple[str, ...]] = {
 (on a random or zero-shot base its rows for the answer tokens must move for the scores to
 calibrate) and Qwen2-Audio's audio projector."""
 
+TINY_RECIPE: dict[str, object] = {
+    "prompt": "brief",
+    "loss_weights": {"sentence": 1.0, "word": 0.1, "phone": 0.1, "pronounced": 0.1},
+    "modules_to_save": [
+        "multi_modal_projector",
+        "lm_head",
+        "audio_tower.conv1",
+        "audio_tower.conv2",
+    ],
+    "weight_decay": 0.1,
+    "dropout": 0.1,
+}
+"""The settings with which the built-in tiny Qwen2-Audio (random weights) learns the
+synthetic corpus's rules (``benchmarks/learnability.py``, its test, benchmarks/RESULTS.md
+``## Learnability``): sentence slots weigh 10x the others (at equal weights an utterance's
+~60 word and phone slots drown its 3 sentence slots), and the audio encoder's two input
+convolutions train in full beside the projector and the output head (on a random encoder,
+LoRA alone does not find the cues); weight decay and LoRA dropout keep the held-out scores
+from falling back late in a long run."""
 
 class TrainConfig(BaseModel):
     """Everything a fine-tuning run depends on (``apa finetune`` flags map onto it).
