@@ -51,7 +51,7 @@ from apa.lmm.answer import AnswerError, AnswerTemplate, Slot, SlotKind, parse_di
 from apa.lmm.backends import Batch, backend_for, build_batch, text_model_and_head
 from apa.lmm.prompt import PROMPT_STYLES, PromptStyle, adapter_prompt, instruction
 from apa.lmm.vocab import SLOT, add_answer_tokens, check_single_tokens
-from apa.models.loading import DTYPES, LoadedModel, load_model
+from apa.models.loading import DTYPES, LoadedModel, ModelLoadError, load_model
 from apa.schema import Assessment, ErrorRecord
 from apa.scoring.scorer import PreparedUtterance, ScoreResult, ScorerInfo
 
@@ -123,7 +123,10 @@ def load_lmm_scorer(
         prepare=add_tokens,
     )
     if prompt is None:
-        prompt = adapter_prompt(loaded.adapter_path)
+        try:
+            prompt = adapter_prompt(loaded.adapter_path)
+        except ValueError as e:  # a training.json that is not JSON or names no known style
+            raise ModelLoadError("adapter_failed", f"adapter {adapter!r}: {e}") from None
     return LmmScorer(loaded, mode=mode, scores=scores, prompt=prompt)
 
 

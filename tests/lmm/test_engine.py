@@ -312,6 +312,25 @@ def test_unreadable_distributions_are_answer_errors(
     assert result.raw is not None and result.raw.startswith("MARK: M<|")
 
 
+def test_scorer_asks_the_way_its_adapter_was_trained(adapters, tmp_path) -> None:
+    import shutil
+
+    from apa.finetune.card import TRAINING_FILE
+    from apa.models.loading import ModelLoadError
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(adapters[TINY_QWEN2_AUDIO], adapter)
+    assert load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter)).prompt == "rubric"
+    (adapter / TRAINING_FILE).write_text('{"config": {"prompt": "brief"}}')
+    assert load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter)).prompt == "brief"
+    forced = load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter), prompt="rubric")
+    assert forced.prompt == "rubric"
+    (adapter / TRAINING_FILE).write_text("{not json")
+    with pytest.raises(ModelLoadError) as raised:
+        load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter))
+    assert raised.value.reason == "model.adapter_failed"
+
+
 def test_scorer_needs_the_answer_tokens(model_cache) -> None:
     from apa.models.loading import load_model
 
