@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from apa.finetune.card import read_card  # noqa: E402
 from apa.finetune.config import TINY_RECIPE  # noqa: E402
 from apa.synth.corpus import SynthConfig, write_synthetic_corpus  # noqa: E402
 
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"apa finetune failed:\n{done.stderr}")
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     before, after = history[0], history[-1]
-    card = json.loads((out / "adapter" / "training.json").read_text())
+    card = read_card(out / "adapter")
+    assert card is not None, f"{out}/adapter has no training card"
     return {
         "seed": args.seed,
         "train": card["train_examples"],

@@ -46,6 +46,16 @@ def versions() -> dict[str, str]:
     }
 
 
+def read_card(adapter_dir: str | Path) -> dict[str, Any] | None:
+    """The ``training.json`` of ``adapter_dir`` as :func:`write_card` wrote it, or ``None``
+    where there is none (an adapter trained elsewhere). Raises ``ValueError`` for a file that
+    is not JSON."""
+    path = Path(adapter_dir) / TRAINING_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
 def write_card(
     adapter_dir: str | Path, *, config: dict[str, Any], metrics: dict[str, Any], extra: dict
 ) -> None:

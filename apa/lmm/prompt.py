@@ -41,7 +41,6 @@ it back, so a scorer loading that adapter asks the way it was trained.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -117,14 +116,10 @@ def adapter_prompt(adapter_dir: str | Path | None) -> PromptStyle:
     """The prompt style the adapter in ``adapter_dir`` was trained with (its
     ``training.json``, written by ``apa finetune``); ``rubric`` for no adapter, or one
     without a recorded style (adapters from before the field, or from elsewhere)."""
-    from apa.finetune.card import TRAINING_FILE
+    from apa.finetune.card import read_card
 
-    if adapter_dir is None:
-        return "rubric"
-    card = Path(adapter_dir) / TRAINING_FILE
-    if not card.is_file():
-        return "rubric"
-    style = json.loads(card.read_text()).get("config", {}).get("prompt", "rubric")
+    card = read_card(adapter_dir) if adapter_dir is not None else None
+    style = (card or {}).get("config", {}).get("prompt", "rubric")
     if style not in PROMPT_STYLES:
-        raise ValueError(f"{card}: unknown prompt style {style!r}")
+        raise ValueError(f"{adapter_dir}: unknown prompt style {style!r} in its training card")
     return style
