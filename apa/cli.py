@@ -162,8 +162,9 @@ def score(
     mode: Annotated[
         str | None,
         typer.Option(
-            help="LMM decoding: generate (constrained, slot by slot; any model; default) or "
-            "one-pass (every slot from one forward pass; a model trained for it)."
+            help="LMM decoding: generate (constrained, slot by slot; any model) or one-pass "
+            "(every slot from one forward pass; a model trained for it). Default: one-pass "
+            "for an adapter from 'apa finetune', generate otherwise."
         ),
     ] = None,
     scores: Annotated[

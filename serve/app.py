@@ -256,7 +256,7 @@ class Scorer:
         scoring = self.settings.scoring
         return {
             **self.scorer.info.model_dump(),
-            "mode": scoring.mode,
+            "mode": getattr(self.scorer, "mode", None),  # resolved (an adapter's own); LMMs only
             "scores": scoring.scores,
             "max_batch_size": scoring.batch_size,
         }

@@ -435,6 +435,7 @@ class Trainer:
             config=self.config.model_dump(mode="json"),
             metrics=metrics,
             extra={
+                "mode": "one-pass",  # the answer format trained: placeholders at every slot
                 "steps": self.progress.step,
                 "epochs_done": self.progress.epoch,
                 "world_size": self.world,

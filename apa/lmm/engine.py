@@ -58,6 +58,24 @@ from apa.scoring.scorer import PreparedUtterance, ScoreResult, ScorerInfo
 Mode = Literal["one-pass", "generate"]
 ScoreReading = Literal["expected", "greedy"]
 MODES: tuple[str, ...] = ("one-pass", "generate")
+
+
+def adapter_mode(adapter_dir: str | os.PathLike[str] | None) -> Mode:
+    """The decoding mode the adapter in ``adapter_dir`` was trained for: its training card's
+    ``mode`` (``apa finetune`` trains in the one-pass format and records it; a card from
+    before the field means one-pass too), ``generate`` for no adapter or one without an
+    ``apa finetune`` card (trained elsewhere, so nothing says it knows the placeholders).
+
+    Raises ``ValueError`` for a card that is not JSON or names no known mode."""
+    from apa.finetune.card import read_card
+
+    card = read_card(adapter_dir) if adapter_dir is not None else None
+    if card is None:
+        return "generate"
+    mode = card.get("mode", "one-pass")
+    if mode not in MODES:
+        raise ValueError(f"{adapter_dir}: unknown mode {mode!r} in its training card")
+    return mode
 SCORE_READINGS: tuple[str, ...] = ("expected", "greedy")
 
 _KINDS: tuple[SlotKind, ...] = ("score2", "score10", "pronounced")
@@ -99,7 +117,7 @@ def load_lmm_scorer(
     merge_adapter: bool = False,
     dtype: str = "auto",
     device: str = "auto",
-    mode: Mode = "generate",
+    mode: Mode | None = None,
     scores: ScoreReading = "expected",
     prompt: PromptStyle | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -108,7 +126,10 @@ def load_lmm_scorer(
     added to its tokenizer and embeddings before the adapter goes on (so an adapter's
     trained rows for them are kept), and wrap it in an :class:`LmmScorer`. ``prompt=None``
     asks in the style the adapter was trained with (:func:`apa.lmm.prompt.adapter_prompt`;
-    ``rubric`` without an adapter)."""
+    ``rubric`` without an adapter), and ``mode=None`` decodes the way it was trained to
+    answer (:func:`adapter_mode`: ``one-pass`` for an ``apa finetune`` adapter, ``generate``
+    otherwise): a one-pass adapter read slot by slot sees real scores where it learned
+    placeholders, and scores worse."""
 
     def add_tokens(model: Any, processor: Any) -> None:
         add_answer_tokens(processor.tokenizer, model)
@@ -122,11 +143,13 @@ def load_lmm_scorer(
         cache_dir=cache_dir,
         prepare=add_tokens,
     )
-    if prompt is None:
-        try:
+    try:
+        if prompt is None:
             prompt = adapter_prompt(loaded.adapter_path)
-        except ValueError as e:  # a training.json that is not JSON or names no known style
-            raise ModelLoadError("adapter_failed", f"adapter {adapter!r}: {e}") from None
+        if mode is None:
+            mode = adapter_mode(loaded.adapter_path)
+    except ValueError as e:  # a training.json that is not JSON or names no known style/mode
+        raise ModelLoadError("adapter_failed", f"adapter {adapter!r}: {e}") from None
     return LmmScorer(loaded, mode=mode, scores=scores, prompt=prompt)
 
 

@@ -25,12 +25,13 @@ class ScoringSettings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
     batch_size: int = Field(default=8, ge=1, description="utterances per model call")
-    mode: Literal["one-pass", "generate"] = Field(
-        default="generate",
+    mode: Literal["one-pass", "generate"] | None = Field(
+        default=None,
         description="LMM decoding: 'generate' fills the answer slot by slot with constrained "
         "decoding (works for any instruct model, zero-shot included; one forward pass per "
         "slot); 'one-pass' reads every slot from a single forward pass over the answer with "
-        "<|slot|> placeholders (needs a model fine-tuned in that format)",
+        "<|slot|> placeholders (needs a model fine-tuned in that format); unset: one-pass for an "
+        "adapter trained by 'apa finetune' (its training card says so), generate otherwise",
     )
     scores: Literal["expected", "greedy"] = Field(
         default="expected",

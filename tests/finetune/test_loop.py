@@ -69,6 +69,7 @@ def test_adapter_with_card_loads_into_the_scorer(
     assert TrainConfig(**card["config"]) == config
     assert card["versions"]["apa"] and card["git_revision"]
     assert [h["step"] for h in card["history"]] == [0, 2]
+    assert card["mode"] == "one-pass"
     metrics = json.loads((adapter / METRICS_FILE).read_text())
     assert [s["name"] for s in metrics["systems"]] == ["adapter", "base"]
     assert metrics["differences"]
@@ -77,9 +78,11 @@ def test_adapter_with_card_loads_into_the_scorer(
     cli = CliRunner().invoke(
         app,
         ["score", "--input", str(small_corpus / "test"), "--output", str(scored),
-         "--model", model, "--adapter", str(adapter), "--mode", "one-pass"],
-    )  # fmt: skip
+         "--model", model, "--adapter", str(adapter)],
+    )  # fmt: skip  (no --mode: the card makes it one-pass, the format the adapter learned)
     assert cli.exit_code == 0, cli.output
+    summary = json.loads((scored / "summary.json").read_text())
+    assert summary["lm_forward_passes_per_utterance"] == 1  # one-pass, not slot by slot
     by_cli = {a.utterance_id: a for a in read_assessments(str(scored))}
     by_trainer = {
         a.utterance_id: a for a in read_assessments(str(run / "predictions" / "adapter.jsonl"))

@@ -320,15 +320,21 @@ def test_scorer_asks_the_way_its_adapter_was_trained(adapters, tmp_path) -> None
 
     adapter = tmp_path / "adapter"
     shutil.copytree(adapters[TINY_QWEN2_AUDIO], adapter)
-    assert load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter)).prompt == "rubric"
-    (adapter / TRAINING_FILE).write_text('{"config": {"prompt": "brief"}}')
-    assert load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter)).prompt == "brief"
-    forced = load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter), prompt="rubric")
-    assert forced.prompt == "rubric"
-    (adapter / TRAINING_FILE).write_text("{not json")
-    with pytest.raises(ModelLoadError) as raised:
-        load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter))
-    assert raised.value.reason == "model.adapter_failed"
+    plain = load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter))  # no apa finetune card
+    assert (plain.prompt, plain.mode) == ("rubric", "generate")
+    (adapter / TRAINING_FILE).write_text('{"config": {"prompt": "brief"}}')  # an older card
+    carded = load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter))
+    assert (carded.prompt, carded.mode) == ("brief", "one-pass")
+    forced = load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter), prompt="rubric", mode="generate")
+    assert (forced.prompt, forced.mode) == ("rubric", "generate")
+    (adapter / TRAINING_FILE).write_text('{"config": {}, "mode": "generate"}')
+    assert load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter)).mode == "generate"
+    assert load_lmm_scorer(TINY_QWEN2_AUDIO).mode == "generate"  # no adapter: zero-shot
+    for bad in ("{not json", '{"config": {}, "mode": "beam"}'):
+        (adapter / TRAINING_FILE).write_text(bad)
+        with pytest.raises(ModelLoadError) as raised:
+            load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter))
+        assert raised.value.reason == "model.adapter_failed"
 
 
 def test_scorer_needs_the_answer_tokens(model_cache) -> None:

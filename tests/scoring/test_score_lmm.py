@@ -140,7 +140,9 @@ def test_registry_loads_lmm_scorers_with_their_settings() -> None:
     assert isinstance(scorer, LmmScorer)
     assert (scorer.mode, scorer.scores) == ("one-pass", "greedy")
     assert scorer.info.model_is_random is True
-    assert ScoringSettings().mode == "generate" and ScoringSettings().scores == "expected"
+    # Unset mode: the model's own (generate for a base model, one-pass for an apa adapter).
+    assert ScoringSettings().mode is None and ScoringSettings().scores == "expected"
+    assert load_scorer(ScoringSettings(model="builtin:tiny-phi4mm")).mode == "generate"
 
 
 def test_unknown_model_is_a_clear_error(sample_dir, tmp_path) -> None:
