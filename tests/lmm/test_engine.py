@@ -325,7 +325,9 @@ def test_scorer_asks_the_way_its_adapter_was_trained(adapters, tmp_path) -> None
     (adapter / TRAINING_FILE).write_text('{"config": {"prompt": "brief"}}')  # an older card
     carded = load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter))
     assert (carded.prompt, carded.mode) == ("brief", "one-pass")
-    forced = load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter), prompt="rubric", mode="generate")
+    forced = load_lmm_scorer(
+        TINY_QWEN2_AUDIO, adapter=str(adapter), prompt="rubric", mode="generate"
+    )
     assert (forced.prompt, forced.mode) == ("rubric", "generate")
     (adapter / TRAINING_FILE).write_text('{"config": {}, "mode": "generate"}')
     assert load_lmm_scorer(TINY_QWEN2_AUDIO, adapter=str(adapter)).mode == "generate"
