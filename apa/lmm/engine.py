@@ -58,6 +58,7 @@ from apa.scoring.scorer import PreparedUtterance, ScoreResult, ScorerInfo
 Mode = Literal["one-pass", "generate"]
 ScoreReading = Literal["expected", "greedy"]
 MODES: tuple[str, ...] = ("one-pass", "generate")
+SCORE_READINGS: tuple[str, ...] = ("expected", "greedy")
 
 
 def adapter_mode(adapter_dir: str | os.PathLike[str] | None) -> Mode:
@@ -76,7 +77,7 @@ def adapter_mode(adapter_dir: str | os.PathLike[str] | None) -> Mode:
     if mode not in MODES:
         raise ValueError(f"{adapter_dir}: unknown mode {mode!r} in its training card")
     return mode
-SCORE_READINGS: tuple[str, ...] = ("expected", "greedy")
+
 
 _KINDS: tuple[SlotKind, ...] = ("score2", "score10", "pronounced")
 _KIND_TOKENS: dict[str, tuple[str, ...]] = {

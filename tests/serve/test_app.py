@@ -103,6 +103,7 @@ def test_health_is_open_models_need_a_key(service) -> None:
         (model,) = client.get("/v1/models").json()["models"]
     assert model["name"] == TINY and model["backend"] == "qwen2-audio"
     assert model["model_is_random"] is True and model["adapter"] is None
+    assert model["mode"] == "generate"  # resolved: no adapter, so the zero-shot mode
 
 
 def test_auth(service, samples) -> None:
