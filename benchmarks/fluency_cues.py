@@ -23,12 +23,15 @@ Results: benchmarks/RESULTS.md, ``## Learnability``.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from scipy.stats import pearsonr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from apa.data.speechocean762 import prepare_speechocean762  # noqa: E402
 
 FRAME = 160  # 10 ms at 16 kHz
 CUE_SETS = [
@@ -59,15 +62,14 @@ def cues(wav: Path) -> dict[str, float]:
 
 
 def measure(corpus: Path) -> list[dict]:
-    labels = json.loads((corpus / "resource" / "scores.json").read_text())
     rows = []
-    for split in ("train", "test"):
-        for line in (corpus / split / "wav.scp").read_text().splitlines():
-            utt, wav = line.split(None, 1)
-            label = labels[utt]
-            words = len(label["words"])
-            phones = sum(len(w["phones"].split()) for w in label["words"])
-            row = {"split": split, "fluency": label["fluency"], **cues(corpus / wav.strip())}
+    for split, utterances in prepare_speechocean762(corpus).splits.items():
+        for u in utterances:
+            human = u.human
+            assert human is not None and u.audio is not None, u.id
+            words = len(human.words)
+            phones = sum(len(w.phones) for w in human.words)
+            row = {"split": split, "fluency": human.sentence.fluency, **cues(Path(u.audio))}
             row["voiced_per_phone"] = row["voiced"] / phones
             row["silence_per_gap"] = row["inner_silence"] / max(words - 1, 1)
             rows.append(row)
