@@ -65,6 +65,7 @@ from apa.finetune.data import (
     labelled_utterances,
 )
 from apa.lmm.engine import LmmScorer, load_lmm_scorer
+from apa.lmm.feature_memo import with_feature_memo
 from apa.log import get_logger
 from apa.metrics.evaluate import evaluate, evaluate_system
 from apa.metrics.result import SystemMetrics
@@ -180,8 +181,12 @@ class Trainer:
         with quiet_peft():
             model = get_peft_model(loaded.model, lora)
         self.model = model
+        # the same clips come back every epoch and validation: extract their features once
         self.scorer = LmmScorer(
-            replace(loaded, model=model), mode="one-pass", scores="expected", prompt=config.prompt
+            replace(loaded, model=model, processor=with_feature_memo(loaded.processor)),
+            mode="one-pass",
+            scores="expected",
+            prompt=config.prompt,
         )
         self.device = torch.device(loaded.device)
         self.vocab = self.scorer.head.weight.shape[0]
