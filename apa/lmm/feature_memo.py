@@ -67,6 +67,11 @@ class FeatureMemo:
         self.hits = 0
         self.misses = 0
 
+    @property
+    def extractor(self) -> Any:
+        """The feature extractor behind the memo."""
+        return self._extractor
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._extractor, name)
 
