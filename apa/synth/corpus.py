@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,9 +161,38 @@ def fluency(rate_wpm: float, gap_10ms: float) -> float:
     >>> fluency(260, 0), fluency(110, 30), round(fluency(185, 15), 6)
     (10.0, 0.0, 5.0)
     """
-    lo, hi = RATE_WPM
-    value = 10.0 - 6.0 * (hi - rate_wpm) / (hi - lo) - 4.0 * gap_10ms / GAP_10MS[1]
+    value = 10.0 + sum(fluency_terms(rate_wpm, gap_10ms))
     return round(min(max(value, 0.0), 10.0), 6)
+
+
+def fluency_terms(rate_wpm: float, gap_10ms: float) -> tuple[float, float]:
+    """The fluency rule's two deductions, ``(-6 * (260 - rate) / 150, -4 * gap / 30)``: what
+    slow speech and what the word gaps cost (``benchmarks/learnability.py`` fits a model's
+    fluency on them to see which it has learned).
+
+    >>> fluency_terms(110, 0), fluency_terms(260, 15)
+    ((-6.0, -0.0), (-0.0, -2.0))
+    """
+    lo, hi = RATE_WPM
+    return -6.0 * (hi - rate_wpm) / (hi - lo), -4.0 * gap_10ms / GAP_10MS[1]
+
+
+def fit_fluency_terms(corpus: str | Path, predicted: Mapping[str, float]) -> dict[str, float]:
+    """How a model's fluency scores ``predicted`` (utterance id -> score, utterances of the
+    corpus written under ``corpus``) follow the rule: the least-squares weights of the rule's
+    two deductions (:func:`fluency_terms`, from the draws in ``synth.json``) and a constant.
+    The rule itself is ``{"rate": 1, "gap": 1, "const": 10}``; a model that does not hear
+    the word gaps has a ``gap`` weight near 0. Also returns ``n``, the utterances fitted."""
+    meta = json.loads((Path(corpus) / "synth.json").read_text(encoding="utf-8"))
+    draws = {d["id"]: d for d in meta["utterances"]}
+    ids = [i for i in predicted if i in draws]
+    if len(ids) < 3:
+        raise ValueError(f"{len(ids)} of the predictions are of {corpus}'s utterances; need 3")
+    terms = np.array([fluency_terms(draws[i]["rate_wpm"], draws[i]["gap_10ms"]) for i in ids])
+    design = np.c_[terms, np.ones(len(ids))]
+    target = np.array([predicted[i] for i in ids], dtype=float)
+    (rate, gap, const), *_ = np.linalg.lstsq(design, target, rcond=None)
+    return {"rate": float(rate), "gap": float(gap), "const": float(const), "n": len(ids)}
 
 
 def vocabulary(lexicon: Lexicon | None = None) -> dict[str, tuple[str, ...]]:

@@ -16,7 +16,9 @@ from apa.synth.corpus import (
     VOWEL_SUBSTITUTE,
     SynthConfig,
     draw_corpus,
+    fit_fluency_terms,
     fluency,
+    fluency_terms,
     write_synthetic_corpus,
 )
 
@@ -100,3 +102,18 @@ def test_clips_share_one_length_and_slower_speech_lasts_longer(corpus: Path) -> 
     per_phone = [m["speech_s"] / sum(len(p) for p in drawn[m["id"]].phones) for m in meta]
     flu = [drawn[m["id"]].assessment.sentence.fluency for m in meta]
     assert np.corrcoef(per_phone, flu)[0, 1] < -0.8
+
+
+def test_fluency_fit_recovers_the_rule_and_a_model_deaf_to_the_gaps(corpus: Path) -> None:
+    draws = json.loads((corpus / "synth.json").read_text())["utterances"]
+    rule = {d["id"]: fluency(d["rate_wpm"], d["gap_10ms"]) for d in draws}
+    fit = fit_fluency_terms(corpus, rule)
+    assert fit["n"] == len(draws) == 27
+    assert fit["rate"] == pytest.approx(1) and fit["gap"] == pytest.approx(1)
+    assert fit["const"] == pytest.approx(10)
+    deaf = {d["id"]: 10 + fluency_terms(d["rate_wpm"], d["gap_10ms"])[0] for d in draws}
+    fit = fit_fluency_terms(corpus, {**deaf, "not-in-the-corpus": 3.0})
+    assert fit["n"] == 27 and fit["gap"] == pytest.approx(0, abs=1e-9)
+    assert fit["rate"] == pytest.approx(1)
+    with pytest.raises(ValueError, match="0 of the predictions"):
+        fit_fluency_terms(corpus, {"elsewhere": 1.0})
