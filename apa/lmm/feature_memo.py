@@ -73,6 +73,8 @@ class FeatureMemo:
         return self._extractor
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_extractor":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self._extractor, name)
 
     def __len__(self) -> int:

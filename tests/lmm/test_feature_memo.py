@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -46,6 +49,9 @@ def test_memo_batches_equal_the_processors_own(name, loaded_models, test_utteran
     # a call whose rows depend on the batch goes straight through
     features = extractor(clips[:2], sampling_rate=16_000, padding="longest", return_tensors="pt")
     assert features["input_features"].shape[-1] < 3000 and len(extractor) == 5
+    # it copies and pickles with what it holds (a Ray worker may receive one)
+    again = pickle.loads(pickle.dumps(copy.deepcopy(extractor)))
+    assert len(again) == 5 and again.sampling_rate == extractor.sampling_rate
 
 
 def test_rows_are_kept_without_their_padding_and_rebuilt_exactly() -> None:
