@@ -41,6 +41,7 @@ from apa.synth.corpus import (  # noqa: E402
     fit_fluency_terms,
     write_synthetic_corpus,
 )
+from apa.tables import read_assessments  # noqa: E402
 
 ROWS = [
     ("sentence", "fluency"),
@@ -53,12 +54,15 @@ ROWS = [
 
 
 def fluency_as_learned(corpus: Path, predictions: Path) -> dict[str, float]:
-    """The held-out fluency predictions fitted on the rule's two deductions
-    (:func:`apa.synth.corpus.fit_fluency_terms`)."""
-    rows = [json.loads(line) for line in predictions.read_text().splitlines() if line]
+    """The held-out fluency predictions (read by :func:`apa.tables.read_assessments`) fitted
+    on the rule's two deductions (:func:`apa.synth.corpus.fit_fluency_terms`)."""
     return fit_fluency_terms(
         corpus,
-        {r["utterance_id"]: r["sentence"]["fluency"] for r in rows if r.get("sentence")},
+        {
+            a.utterance_id: a.sentence.fluency
+            for a in read_assessments(str(predictions))
+            if a.sentence is not None and a.sentence.fluency is not None
+        },
     )
 
 
