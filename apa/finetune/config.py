@@ -51,6 +51,7 @@ convolutions train in full beside the projector and the output head (on a random
 LoRA alone does not find the cues); weight decay and LoRA dropout keep the held-out scores
 from falling back late in a long run."""
 
+
 class TrainConfig(BaseModel):
     """Everything a fine-tuning run depends on (``apa finetune`` flags map onto it).
 
@@ -95,6 +96,12 @@ class TrainConfig(BaseModel):
         description="Weight of each slot group's mean loss (sentence, word, phone scores; "
         "pronounced phones).",
     )
+    expected_score_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per score group (sentence, word, phone), the weight of a slot's squared "
+        "error (in points of 0-10) between the expected score one-pass scoring reads and the "
+        "target's, added to its cross-entropy; none by default.",
+    )
     bf16: bool = Field(True, description="bfloat16 autocast on CUDA (never on CPU).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     seed: int = Field(0, description="Initialisation, data order and dropout follow from it.")
@@ -112,6 +119,11 @@ class TrainConfig(BaseModel):
         unknown = set(self.loss_weights) - {"sentence", "word", "phone", "pronounced"}
         if unknown:
             raise ValueError(f"loss_weights: unknown groups {sorted(unknown)}")
+        unknown = set(self.expected_score_weights) - {"sentence", "word", "phone"}
+        if unknown:
+            raise ValueError(f"expected_score_weights: not score groups {sorted(unknown)}")
+        if any(w < 0 for w in self.expected_score_weights.values()):
+            raise ValueError("expected_score_weights: weights are >= 0")
         if any(w < 0 for w in self.loss_weights.values()) or not any(self.loss_weights.values()):
             raise ValueError("loss_weights must be non-negative and not all zero")
         return self

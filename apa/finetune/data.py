@@ -126,6 +126,12 @@ class Targets:
     """``(targets, vocab)``: target probabilities, 0 outside the slot's allowed ids."""
     groups: torch.Tensor
     """``(targets,)``: each target's group (:data:`GROUPS`)."""
+    share: torch.Tensor
+    """``(targets, vocab)``: a score slot's allowed ids carry their score as a share of the
+    slot's highest (``s / high``), every other id 0; a pronounced slot's row is all 0."""
+    score_ids: torch.Tensor
+    """``(targets, vocab)``, bool: a score slot's allowed ids; a pronounced slot's row is all
+    False."""
 
 
 def collate_targets(examples: Sequence[Example], vocab: int, device: torch.device) -> Targets:
@@ -149,11 +155,26 @@ def collate_targets(examples: Sequence[Example], vocab: int, device: torch.devic
         offset += len(example.job.kinds)
     dense = torch.zeros((len(index), vocab))
     dense[rows, cols] = torch.tensor(values)
+    # a score slot's allowed ids are its scores 0..high in order (AnswerTemplate.allowed_tokens)
+    share = torch.zeros((len(index), vocab))
+    score_ids = torch.zeros((len(index), vocab), dtype=torch.bool)
+    for row, (example_ids, group) in enumerate(_slot_ids(examples)):
+        if GROUPS[group] != "pronounced":
+            high = len(example_ids) - 1
+            share[row, list(example_ids)] = torch.arange(high + 1, dtype=torch.float32) / high
+            score_ids[row, list(example_ids)] = True
     return Targets(
         index=torch.tensor(index, dtype=torch.long, device=device),
         dense=dense.to(device),
         groups=torch.tensor(groups, dtype=torch.long, device=device),
+        share=share.to(device),
+        score_ids=score_ids.to(device),
     )
+
+
+def _slot_ids(examples: Sequence[Example]):
+    for example in examples:
+        yield from zip(example.ids, example.groups, strict=True)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

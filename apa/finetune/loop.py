@@ -59,6 +59,7 @@ from apa.finetune.config import DEFAULT_MODULES_TO_SAVE, DEFAULT_TARGETS, TrainC
 from apa.finetune.data import (
     GROUPS,
     Example,
+    Targets,
     build_examples,
     collate_targets,
     epoch_order,
@@ -138,6 +139,17 @@ def lr_lambda(config: TrainConfig, total_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * done))
 
     return factor
+
+
+def expected_score_error(logits: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """Per target slot, the squared error between the score the model reads as (its expected
+    value over the slot's scores, as one-pass scoring reads it) and the target's, in points
+    of a 0-10 scale (a phone's 0-2 counts five times); 0 for pronounced slots."""
+    # finite fill: a pronounced slot's row is uniform, not NaN, and its share row is all 0
+    probs = torch.softmax(logits.masked_fill(~targets.score_ids, -1e9), dim=-1)
+    predicted = (probs * targets.share).sum(-1)
+    wanted = (targets.dense * targets.share).sum(-1)
+    return (10.0 * (predicted - wanted)) ** 2
 
 
 class Trainer:
@@ -262,6 +274,10 @@ class Trainer:
         targets = collate_targets(examples, self.vocab, self.device)
         logits = self.scorer.head(hidden[targets.index]).float()
         ce = -(targets.dense * torch.log_softmax(logits, dim=-1)).sum(-1)
+        extra = self.config.expected_score_weights
+        if any(extra.values()):
+            scale = torch.tensor([extra.get(name, 0.0) for name in GROUPS], device=ce.device)
+            ce = ce + scale[targets.groups] * expected_score_error(logits, targets)
         total = ce.new_zeros(())
         weight_sum = 0.0
         for g, name in enumerate(GROUPS):
