@@ -141,6 +141,9 @@ def collate_targets(examples: Sequence[Example], vocab: int, device: torch.devic
     rows: list[int] = []
     cols: list[int] = []
     values: list[float] = []
+    score_rows: list[int] = []
+    score_cols: list[int] = []
+    shares: list[float] = []
     offset = 0
     for example in examples:
         for slot, ids, probs, group in zip(
@@ -152,17 +155,19 @@ def collate_targets(examples: Sequence[Example], vocab: int, device: torch.devic
             rows += [row] * len(ids)
             cols += ids
             values += probs
+            if GROUPS[group] != "pronounced":
+                # a score slot allows its scores 0..high in order (AnswerTemplate.allowed_tokens)
+                high = len(ids) - 1
+                score_rows += [row] * len(ids)
+                score_cols += ids
+                shares += [s / high for s in range(high + 1)]
         offset += len(example.job.kinds)
     dense = torch.zeros((len(index), vocab))
     dense[rows, cols] = torch.tensor(values)
-    # a score slot's allowed ids are its scores 0..high in order (AnswerTemplate.allowed_tokens)
     share = torch.zeros((len(index), vocab))
+    share[score_rows, score_cols] = torch.tensor(shares)
     score_ids = torch.zeros((len(index), vocab), dtype=torch.bool)
-    for row, (example_ids, group) in enumerate(_slot_ids(examples)):
-        if GROUPS[group] != "pronounced":
-            high = len(example_ids) - 1
-            share[row, list(example_ids)] = torch.arange(high + 1, dtype=torch.float32) / high
-            score_ids[row, list(example_ids)] = True
+    score_ids[score_rows, score_cols] = True
     return Targets(
         index=torch.tensor(index, dtype=torch.long, device=device),
         dense=dense.to(device),
@@ -170,11 +175,6 @@ def collate_targets(examples: Sequence[Example], vocab: int, device: torch.devic
         share=share.to(device),
         score_ids=score_ids.to(device),
     )
-
-
-def _slot_ids(examples: Sequence[Example]):
-    for example in examples:
-        yield from zip(example.ids, example.groups, strict=True)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
