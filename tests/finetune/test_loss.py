@@ -1,4 +1,4 @@
-"""The training loss's expected-score term (``expected_score_weight``), checked slot by slot
+"""The training loss's expected-score term (``expected_score_weights``), checked slot by slot
 against a plain computation from each example's allowed ids and target probabilities."""
 
 from __future__ import annotations
@@ -83,3 +83,9 @@ def test_the_loss_adds_the_weighted_expected_score_error(trainer: Trainer) -> No
             trainer.config = trainer.config.model_copy(update={"expected_score_weights": {}})
     assert float(extra) > 0
     assert float(weighted - plain) == pytest.approx(0.5 * float(extra), rel=1e-4)
+
+
+@pytest.mark.parametrize("weights", [{"pronounced": 1.0}, {"sentences": 1.0}, {"sentence": -0.1}])
+def test_bad_expected_score_weights_are_refused(weights, tmp_path) -> None:
+    with pytest.raises(ValueError, match="expected_score_weights"):
+        TrainConfig(train="x", out=str(tmp_path), expected_score_weights=weights)
