@@ -126,12 +126,6 @@ class Targets:
     """``(targets, vocab)``: target probabilities, 0 outside the slot's allowed ids."""
     groups: torch.Tensor
     """``(targets,)``: each target's group (:data:`GROUPS`)."""
-    share: torch.Tensor
-    """``(targets, vocab)``: a score slot's allowed ids carry their score as a share of the
-    slot's highest (``s / high``), every other id 0; a pronounced slot's row is all 0."""
-    score_ids: torch.Tensor
-    """``(targets, vocab)``, bool: a score slot's allowed ids; a pronounced slot's row is all
-    False."""
 
 
 def collate_targets(examples: Sequence[Example], vocab: int, device: torch.device) -> Targets:
@@ -141,9 +135,6 @@ def collate_targets(examples: Sequence[Example], vocab: int, device: torch.devic
     rows: list[int] = []
     cols: list[int] = []
     values: list[float] = []
-    score_rows: list[int] = []
-    score_cols: list[int] = []
-    shares: list[float] = []
     offset = 0
     for example in examples:
         for slot, ids, probs, group in zip(
@@ -155,25 +146,13 @@ def collate_targets(examples: Sequence[Example], vocab: int, device: torch.devic
             rows += [row] * len(ids)
             cols += ids
             values += probs
-            if GROUPS[group] != "pronounced":
-                # a score slot allows its scores 0..high in order (AnswerTemplate.allowed_tokens)
-                high = len(ids) - 1
-                score_rows += [row] * len(ids)
-                score_cols += ids
-                shares += [s / high for s in range(high + 1)]
         offset += len(example.job.kinds)
     dense = torch.zeros((len(index), vocab))
     dense[rows, cols] = torch.tensor(values)
-    share = torch.zeros((len(index), vocab))
-    share[score_rows, score_cols] = torch.tensor(shares)
-    score_ids = torch.zeros((len(index), vocab), dtype=torch.bool)
-    score_ids[score_rows, score_cols] = True
     return Targets(
         index=torch.tensor(index, dtype=torch.long, device=device),
         dense=dense.to(device),
         groups=torch.tensor(groups, dtype=torch.long, device=device),
-        share=share.to(device),
-        score_ids=score_ids.to(device),
     )
 
 

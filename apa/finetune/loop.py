@@ -141,15 +141,22 @@ def lr_lambda(config: TrainConfig, total_steps: int):
     return factor
 
 
-def expected_score_error(logits: torch.Tensor, targets: Targets) -> torch.Tensor:
-    """Per target slot, the squared error between the score the model reads as (its expected
-    value over the slot's scores, as one-pass scoring reads it) and the target's, in points
-    of a 0-10 scale (a phone's 0-2 counts five times); 0 for pronounced slots."""
-    # finite fill: a pronounced slot's row is uniform, not NaN, and its share row is all 0
-    probs = torch.softmax(logits.masked_fill(~targets.score_ids, -1e9), dim=-1)
-    predicted = (probs * targets.share).sum(-1)
-    wanted = (targets.dense * targets.share).sum(-1)
-    return (10.0 * (predicted - wanted)) ** 2
+def expected_score_error(
+    scorer: LmmScorer, logits: torch.Tensor, kinds: torch.Tensor, targets: Targets
+) -> torch.Tensor:
+    """Per target slot (``logits`` ``(targets, vocab)``, slot ``kinds`` ``(targets,)``), the
+    squared error between the score the model reads as (its expected value over the slot's
+    scores, as one-pass scoring reads it) and the target's, in points of a 0-10 scale (a
+    phone's 0-2 counts five times); 0 for pronounced slots."""
+    score = targets.groups != GROUPS.index("pronounced")
+    model = scorer.allowed(logits[score], kinds[score], -torch.inf)
+    wanted = scorer.allowed(targets.dense[score], kinds[score], 0.0)
+    points = torch.arange(model.shape[1], device=model.device) * 10.0
+    high = torch.isfinite(model).sum(-1) - 1
+    error = ((torch.softmax(model, dim=-1) - wanted) * points).sum(-1) / high
+    return torch.zeros_like(targets.groups, dtype=logits.dtype).index_put(
+        (score.nonzero().squeeze(1),), error**2
+    )
 
 
 class Trainer:
@@ -270,14 +277,15 @@ class Trainer:
 
     def loss(self, examples: Sequence[Example]) -> torch.Tensor:
         """The weighted mean over slot groups of the mean soft-target cross-entropy."""
-        hidden, _ = self.scorer.slot_states([e.job for e in examples])
+        hidden, kinds = self.scorer.slot_states([e.job for e in examples])
         targets = collate_targets(examples, self.vocab, self.device)
         logits = self.scorer.head(hidden[targets.index]).float()
         ce = -(targets.dense * torch.log_softmax(logits, dim=-1)).sum(-1)
         extra = self.config.expected_score_weights
         if any(extra.values()):
             scale = torch.tensor([extra.get(name, 0.0) for name in GROUPS], device=ce.device)
-            ce = ce + scale[targets.groups] * expected_score_error(logits, targets)
+            errors = expected_score_error(self.scorer, logits, kinds[targets.index], targets)
+            ce = ce + scale[targets.groups] * errors
         total = ce.new_zeros(())
         weight_sum = 0.0
         for g, name in enumerate(GROUPS):

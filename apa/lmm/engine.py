@@ -302,10 +302,11 @@ class LmmScorer:
         probs, chosen = [], []
         for start in range(0, hidden.shape[0], _HEAD_ROWS):
             h, k = hidden[start : start + _HEAD_ROWS], kinds[start : start + _HEAD_ROWS]
-            index, valid = self._allowed[k], self._valid[k]
-            logits = self._head(h).gather(1, index).double().masked_fill(~valid, -torch.inf)
+            logits = self.allowed(self._head(h), k, -torch.inf).double()
             probs.append(torch.softmax(logits, dim=-1))
-            chosen.append(index.gather(1, logits.argmax(dim=-1, keepdim=True)).squeeze(1))
+            chosen.append(
+                self._allowed[k].gather(1, logits.argmax(dim=-1, keepdim=True)).squeeze(1)
+            )
         return torch.cat(probs), torch.cat(chosen)
 
     def slot_states(self, jobs: Sequence[Job]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -339,6 +340,13 @@ class LmmScorer:
         where = torch.tensor([rows, cols], device=self._device)
         hidden = out.last_hidden_state[where[0], where[1]]
         return hidden, torch.tensor(kinds, device=self._device)
+
+    def allowed(self, values: torch.Tensor, kinds: torch.Tensor, fill: float) -> torch.Tensor:
+        """``values`` over the vocabulary ``(n, vocab)`` (logits, target probabilities) of
+        slots of ``kinds`` ``(n,)``, narrowed to each slot's allowed tokens in
+        :meth:`AnswerTemplate.allowed_tokens` order: ``(n, width)``, ``fill`` past the kind's
+        tokens."""
+        return values.gather(1, self._allowed[kinds]).masked_fill(~self._valid[kinds], fill)
 
     @property
     def head(self) -> Any:

@@ -49,7 +49,8 @@ def test_expected_score_error_matches_a_plain_computation(trainer: Trainer) -> N
     targets = collate_targets(examples, trainer.vocab, trainer.device)
     logits = torch.randn(targets.dense.shape, generator=torch.Generator().manual_seed(0)) * 3
     logits.requires_grad_(True)
-    errors = expected_score_error(logits, targets)
+    kinds = torch.tensor([e.job.kinds[slot] for e in examples for slot in e.slots])
+    errors = expected_score_error(trainer.scorer, logits, kinds, targets)
     groups = [GROUPS[g] for g in targets.groups.tolist()]
     assert {"sentence", "word", "phone", "pronounced"} <= set(groups)
     assert errors.tolist() == pytest.approx(
@@ -66,9 +67,9 @@ def test_the_loss_adds_the_weighted_expected_score_error(trainer: Trainer) -> No
     examples = trainer.train_examples[:2]
     targets = collate_targets(examples, trainer.vocab, trainer.device)
     with torch.no_grad():
-        hidden, _ = trainer.scorer.slot_states([e.job for e in examples])
+        hidden, kinds = trainer.scorer.slot_states([e.job for e in examples])
         logits = trainer.scorer.head(hidden[targets.index]).float()
-        errors = expected_score_error(logits, targets)
+        errors = expected_score_error(trainer.scorer, logits, kinds[targets.index], targets)
         weights = trainer.config.loss_weights
         half = {"sentence": 0.5, "word": 0.5, "phone": 0.5}
         extra = sum(
