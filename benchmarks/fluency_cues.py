@@ -15,7 +15,12 @@ and from the reference, its words and phones. Prints each cue's held-out PCC wit
 fluency label (``scipy.stats.pearsonr``) and, for sets of cues, the held-out PCC of a least
 squares fit on the training split::
 
-    .venv/bin/python benchmarks/fluency_cues.py /tmp/apa-learnability/corpus-s0-240x4-t40-w3-5-pNone
+    .venv/bin/python benchmarks/fluency_cues.py \\
+        /tmp/apa-learnability/corpus-r3-s0-240x4-t40-w3-5-pNone
+
+The cues were chosen for the corpus's rules versions 1 and 2, whose pause term was silence
+between words; under version 3 a filled pause is speech to this detector
+(docs/synthetic-corpus.md, "Why filled pauses").
 
 Results: benchmarks/RESULTS.md, ``## Learnability``.
 """

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from apa.finetune.card import read_card  # noqa: E402
 from apa.finetune.config import TINY_RECIPE  # noqa: E402
 from apa.synth.corpus import (  # noqa: E402
+    RULES_VERSION,
     SynthConfig,
     fit_fluency_terms,
     write_synthetic_corpus,
@@ -69,7 +70,7 @@ def fluency_as_learned(corpus: Path, predictions: Path) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     corpus = work / (
-        f"corpus-s{args.seed}-{args.train_sentences}x{args.takes}"
+        f"corpus-r{RULES_VERSION}-s{args.seed}-{args.train_sentences}x{args.takes}"
         f"-t{args.test_sentences}-w{args.min_words}-{args.max_words}"
         f"-p{args.phones}"
     )
@@ -180,8 +181,9 @@ def main() -> None:
               f"{_f(m['scc'][0]):>10} {_f(m['scc'][1]):>10}")  # fmt: skip
     weights = result["fluency_as_learned"]
     print(
-        f"held-out fluency as learned: {weights['rate']:.2f} x rate term + {weights['gap']:.2f} "
-        f"x gap term + {weights['const']:.2f} (the rule: 1 x rate + 1 x gap + 10; "
+        f"held-out fluency as learned: {weights['rate']:.2f} x rate term + "
+        f"{weights['fillers']:.2f} x filled-pause term + {weights['const']:.2f} (the rule: "
+        f"1 x rate + 1 x filled pauses + 10; "
         f"{weights['n']} utterances)"
     )
     if args.json:

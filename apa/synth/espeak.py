@@ -15,6 +15,7 @@ raises :class:`EspeakError`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import shutil
@@ -22,6 +23,8 @@ import struct
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from apa.audio import Audio, AudioConfig, decode_audio
 
@@ -204,6 +207,46 @@ def speak_phonemes(phoneme_string: str, **kwargs: object) -> Audio:
     if not text.startswith("[["):
         text = f"[[{text}]]"
     return speak(text, **kwargs)  # type: ignore[arg-type]
+
+
+SILENCE_FLOOR = 1e-4
+"""Samples at or below this magnitude (about -80 dBFS) count as the silence that
+:func:`trim_silence` cuts: espeak-ng's digital silence, and resampling's faint ringing."""
+
+
+def trim_silence(audio: Audio, floor: float = SILENCE_FLOOR) -> Audio:
+    """``audio`` without its leading and trailing silence (samples of magnitude ``<=
+    floor``); all of it when nothing is louder."""
+    loud = np.flatnonzero(np.abs(audio.samples) > floor)
+    samples = audio.samples[loud[0] : loud[-1] + 1] if loud.size else audio.samples[:0]
+    return dataclasses.replace(audio, samples=np.ascontiguousarray(samples))
+
+
+def speak_words(words: Sequence[str], *, pause_ms: float, **kwargs: object) -> Audio:
+    """Words (espeak-ng phoneme mnemonics, one string per word) joined by exactly
+    ``pause_ms`` of silence: each word is spoken on its own (:func:`speak_phonemes`, keyword
+    arguments as for :func:`speak`), its leading and trailing silence cut
+    (:func:`trim_silence`), and the words put end to end with the pause between them.
+
+    espeak-ng's own word gap (``-g``, ``word_gap``) cannot give a known pause: its unit is
+    10 ms only at the default rate, it grows faster than 1/rate as speech slows (``-g 30``:
+    about 220 ms between words at 260 wpm, 1,050 ms at 110), it depends on the words (one
+    sentence gets 407 ms where another gets 512 at the same settings) and it lengthens the
+    speech around it. Here the silence between two words is ``pause_ms`` to the sample;
+    each word keeps only the silence inside it (a stop's closure)."""
+    if pause_ms < 0:
+        raise ValueError(f"pause_ms must be >= 0, got {pause_ms}")
+    if not words:
+        raise ValueError("no words to speak")
+    spoken = [trim_silence(speak_phonemes(word, **kwargs)) for word in words]
+    rate = spoken[0].sample_rate
+    pause = np.zeros(round(pause_ms * rate / 1000), dtype=np.float32)
+    parts: list[np.ndarray] = []
+    for i, word in enumerate(spoken):
+        if i:
+            parts.append(pause)
+        parts.append(word.samples)
+    return dataclasses.replace(spoken[0], samples=np.concatenate(parts))
 
 
 def phonemes(text: str, *, voice: str = "en-us") -> str:

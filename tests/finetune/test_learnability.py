@@ -1,14 +1,15 @@
 """A small learnability check: 300 LoRA steps with the tiny-model recipe (``TINY_RECIPE``)
-on a small synthetic corpus take the built-in tiny model's held-out sentence fluency from a
-negative correlation to a clear positive one, and raise fluency and total together,
-measured by real one-pass inference.
+on a small synthetic corpus take the built-in tiny model's held-out sentence fluency and
+total from a negative correlation to a high positive one, measured by real one-pass
+inference.
 
 The full benchmark is ``benchmarks/learnability.py`` (benchmarks/RESULTS.md, ``## Learnability``);
-this is its small version. Thresholds come from seeds 1-3 of exactly this setup, not from the
-seed the test runs (RESULTS.md, "Small setup"; word/phone loss weights 0.3): held-out
-fluency PCC before -0.38, -0.26, -0.57 and after 0.69, 0.65, 0.58; the mean rise of fluency
-and total +0.93, +1.20, +1.16; the last epoch's mean loss 1.21, 1.07, 1.13. Sentence accuracy
-is learned late (after ~1,000 steps in the full run) and is not asserted here.
+this is its small version. Thresholds come from seeds 1, 3, 4 and 5 of exactly this setup
+(rules version 3), not from the seed the test runs (RESULTS.md, rules version 3): held-out
+fluency PCC before -0.58 to -0.86 and after 0.93-0.97; total after 0.80-0.91; the mean rise
+of fluency and total +1.50 to +1.78; the last epoch's mean loss 0.99-1.03. (Seed 2, the
+test's: fluency -0.68 -> 0.98, total -0.89 -> 0.93.) Sentence accuracy is learned later
+(0.08-0.32 here, 0.98-0.99 after 4,800 steps) and is not asserted here.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from apa.synth.corpus import SynthConfig, write_synthetic_corpus
 SEED = 2
 STEPS = 300
 MAX_BEFORE = 0.3
-MIN_FLUENCY_AFTER = 0.5
-MIN_MEAN_RISE = 0.6
-MAX_FINAL_LOSS = 1.6
+MIN_FLUENCY_AFTER = 0.8
+MIN_TOTAL_AFTER = 0.65
+MIN_MEAN_RISE = 1.2
+MAX_FINAL_LOSS = 1.25
 FLUENCY = "valid/sentence/fluency/pcc"
 SENTENCE = [f"valid/sentence/{a}/pcc" for a in ("fluency", "total")]
 
@@ -60,6 +62,7 @@ def test_a_few_hundred_steps_raise_held_out_sentence_scores(model_cache, tmp_pat
         before[FLUENCY],
         after[FLUENCY],
     )
+    assert after["valid/sentence/total/pcc"] >= MIN_TOTAL_AFTER, after["valid/sentence/total/pcc"]
     rises = [after[k] - before[k] for k in SENTENCE]
     assert sum(rises) / len(rises) >= MIN_MEAN_RISE, rises
     # word and phone levels are measured the same way (real inference), whatever they reach

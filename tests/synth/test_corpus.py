@@ -13,6 +13,9 @@ import soundfile as sf
 from apa.data.speechocean762 import prepare_speechocean762
 from apa.synth.corpus import (
     CONSONANT_SUBSTITUTE,
+    FILLER,
+    MAX_FILLERS,
+    PAUSE_MS,
     VOWEL_SUBSTITUTE,
     SynthConfig,
     draw_corpus,
@@ -21,6 +24,7 @@ from apa.synth.corpus import (
     fluency_terms,
     write_synthetic_corpus,
 )
+from apa.synth.espeak import arpabet_phonemes, speak_phonemes, speak_words, trim_silence
 
 CONFIG = SynthConfig(train_sentences=6, test_sentences=3, takes=3, seed=3)
 
@@ -31,11 +35,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_fluency_rule_is_monotone_in_rate_and_pauses() -> None:
-    assert fluency(260, 0) == 10.0 and fluency(110, 30) == 0.0
-    rates = [fluency(r, 10) for r in range(110, 261, 10)]
-    gaps = [fluency(200, g) for g in range(0, 31, 5)]
+    assert fluency(260, 0) == 10.0 and fluency(110, 3) == 0.0
+    rates = [fluency(r, 1) for r in range(110, 261, 10)]
+    fillers = [fluency(200, k) for k in range(4)]
     assert rates == sorted(rates) and rates[0] < rates[-1]
-    assert gaps == sorted(gaps, reverse=True) and gaps[0] > gaps[-1]
+    assert fillers == sorted(fillers, reverse=True) and fillers[0] > fillers[-1]
 
 
 def test_draws_are_deterministic_and_held_out_sentences_are_new() -> None:
@@ -75,7 +79,7 @@ def test_labels_follow_the_substitutions() -> None:
             assert word.stress is None
         n = sum(len(p) for p in utt.phones)
         assert a.sentence.accuracy == pytest.approx(10 * intact / n)
-        assert a.sentence.fluency == fluency(utt.rate_wpm, utt.gap_10ms)
+        assert a.sentence.fluency == fluency(utt.rate_wpm, len(utt.fillers))
         assert a.sentence.total == pytest.approx((a.sentence.accuracy + a.sentence.fluency) / 2)
         assert a.sentence.prosody is None and a.sentence.completeness is None
     substituted = [u for u in draw_corpus(CONFIG) if u.said != u.phones]
@@ -104,16 +108,41 @@ def test_clips_share_one_length_and_slower_speech_lasts_longer(corpus: Path) -> 
     assert np.corrcoef(per_phone, flu)[0, 1] < -0.8
 
 
-def test_fluency_fit_recovers_the_rule_and_a_model_deaf_to_the_gaps(corpus: Path) -> None:
+def test_filled_pauses_are_drawn_at_distinct_word_boundaries() -> None:
+    counts = set()
+    for utt in draw_corpus(CONFIG):
+        assert list(utt.fillers) == sorted(set(utt.fillers))
+        assert all(0 <= w < len(utt.words) - 1 for w in utt.fillers)
+        assert len(utt.fillers) <= MAX_FILLERS
+        counts.add(len(utt.fillers))
+    assert len(counts) >= 3, counts
+
+
+def test_each_filled_pause_is_said_where_it_is_drawn(corpus: Path) -> None:
+    """The speech of an utterance is its words and its fillers, each said on its own and
+    joined by the fixed pause: taking the fillers out leaves exactly the words."""
     draws = json.loads((corpus / "synth.json").read_text())["utterances"]
-    rule = {d["id"]: fluency(d["rate_wpm"], d["gap_10ms"]) for d in draws}
+    drawn = {u.id: u for u in draw_corpus(CONFIG)}
+    for d in draws:
+        utt = drawn[d["id"]]
+        words = [arpabet_phonemes([w]) for w in utt.said]
+        bare = speak_words(words, pause_ms=PAUSE_MS, rate_wpm=utt.rate_wpm)
+        filler = trim_silence(speak_phonemes(FILLER, rate_wpm=utt.rate_wpm)).duration_s
+        extra = len(utt.fillers) * (filler + PAUSE_MS / 1000)
+        assert d["fillers"] == list(utt.fillers)
+        assert d["speech_s"] == pytest.approx(bare.duration_s + extra, abs=2e-4)
+
+
+def test_fluency_fit_recovers_the_rule_and_a_model_deaf_to_the_fillers(corpus: Path) -> None:
+    draws = json.loads((corpus / "synth.json").read_text())["utterances"]
+    rule = {d["id"]: fluency(d["rate_wpm"], len(d["fillers"])) for d in draws}
     fit = fit_fluency_terms(corpus, rule)
     assert fit["n"] == len(draws) == 27
-    assert fit["rate"] == pytest.approx(1) and fit["gap"] == pytest.approx(1)
+    assert fit["rate"] == pytest.approx(1) and fit["fillers"] == pytest.approx(1)
     assert fit["const"] == pytest.approx(10)
-    deaf = {d["id"]: 10 + fluency_terms(d["rate_wpm"], d["gap_10ms"])[0] for d in draws}
+    deaf = {d["id"]: 10 + fluency_terms(d["rate_wpm"], len(d["fillers"]))[0] for d in draws}
     fit = fit_fluency_terms(corpus, {**deaf, "not-in-the-corpus": 3.0})
-    assert fit["n"] == 27 and fit["gap"] == pytest.approx(0, abs=1e-9)
+    assert fit["n"] == 27 and fit["fillers"] == pytest.approx(0, abs=1e-9)
     assert fit["rate"] == pytest.approx(1)
     with pytest.raises(ValueError, match="0 of the predictions"):
         fit_fluency_terms(corpus, {"elsewhere": 1.0})

@@ -3,6 +3,7 @@ and a clear error without espeak-ng."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 
@@ -21,7 +22,9 @@ from apa.synth.espeak import (
     phonemes,
     speak,
     speak_phonemes,
+    speak_words,
     synthesize,
+    trim_silence,
 )
 
 
@@ -63,6 +66,36 @@ def test_phoneme_strings_are_spoken_as_written():
     pear = speak_phonemes("[[wi: k'O:l It p'e@]]")
     assert bear.duration_s == pytest.approx(pear.duration_s, abs=0.1)
     assert not np.array_equal(bear.samples[: len(pear.samples)], pear.samples[: len(bear.samples)])
+
+
+def test_trim_silence_cuts_only_the_edges():
+    word = speak_phonemes("m'A:m@", rate_wpm=110)
+    quiet = np.abs(word.samples) <= espeak.SILENCE_FLOOR
+    assert quiet[-1600:].all()  # espeak-ng ends a clause with silence
+    trimmed = trim_silence(word)
+    assert abs(trimmed.samples[0]) > espeak.SILENCE_FLOOR
+    assert abs(trimmed.samples[-1]) > espeak.SILENCE_FLOOR
+    assert 0.3 < trimmed.duration_s < word.duration_s - 0.1
+    silent = dataclasses.replace(word, samples=np.zeros(160, dtype=np.float32))
+    assert trim_silence(silent).samples.shape == (0,)
+
+
+def test_speak_words_puts_exactly_the_pause_between_words():
+    words = ["m'A:m@", "n'u:n", "m'u:n"]
+    tight = speak_words(words, pause_ms=0, rate_wpm=200)
+    spaced = speak_words(words, pause_ms=250, rate_wpm=200)
+    assert len(spaced.samples) - len(tight.samples) == 2 * 4000  # two gaps of 250 ms at 16 kHz
+    first = len(trim_silence(speak_phonemes("m'A:m@", rate_wpm=200)).samples)
+    assert np.array_equal(spaced.samples[:first], tight.samples[:first])
+    assert not spaced.samples[first : first + 4000].any()
+    assert abs(spaced.samples[first + 4000]) > espeak.SILENCE_FLOOR
+    # the words keep their own rate: slower speech, longer words, same pauses
+    slow = speak_words(words, pause_ms=250, rate_wpm=110)
+    assert slow.duration_s - 0.5 > 1.4 * (spaced.duration_s - 0.5)
+    with pytest.raises(ValueError, match="pause_ms"):
+        speak_words(words, pause_ms=-1)
+    with pytest.raises(ValueError, match="no words"):
+        speak_words([], pause_ms=0)
 
 
 def test_arpabet_mapping_covers_the_model_phones():
