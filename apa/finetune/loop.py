@@ -24,9 +24,12 @@
    (``predictions/{base,adapter}.jsonl``, for ``apa evaluate``) and ``history.jsonl``.
 
 Data parallel: when ``torch.distributed`` is initialised (a Ray Train worker, ``torchrun``),
-each rank takes its share of every global micro-batch (``batch_size`` per rank) and the
-gradients of the trainable parameters are averaged across ranks (``all_reduce``) before each
-optimizer step, which is what DDP does; gloo on CPU, NCCL on GPU. Rank 0 alone validates,
+each rank takes its share of every global micro-batch (``batch_size`` per rank) and
+``DistributedDataParallel`` averages the trainable parameters' gradients across ranks in the
+backward pass of each optimizer step's last micro-batch (``no_sync`` before it); gloo on
+CPU, NCCL on GPU. DDP wraps :class:`MicroBatchLoss`, the loss of a micro-batch as a module,
+since scoring runs the model in parts (audio, LM, output head at the slots only), not
+through one ``forward``. Rank 0 alone validates,
 writes checkpoints and the adapter; the metrics are broadcast so that every rank reports the
 same. :class:`TrainHooks` lets a caller (``ray_jobs/finetune.py``) receive each epoch's
 metrics and checkpoint without owning the loop.
@@ -34,11 +37,12 @@ metrics and checkpoint without owning the loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,6 +104,23 @@ class FinetuneResult:
     """One entry per validation (epoch 0: before training)."""
     steps: int = 0
     wall_s: float = 0.0
+
+
+class MicroBatchLoss(torch.nn.Module):
+    """The training loss of a micro-batch as a module, for ``DistributedDataParallel`` to
+    wrap: its parameters are the peft model's (``model``, a submodule), its ``forward``
+    takes the micro-batch's example indices and returns ``loss(indices)``. Indices, not
+    examples, go through DDP's ``forward``, which moves its inputs to the device."""
+
+    def __init__(
+        self, model: torch.nn.Module, loss: Callable[[Sequence[int]], torch.Tensor]
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, indices: Sequence[int]) -> torch.Tensor:
+        return self.loss(indices)
 
 
 def _dist() -> tuple[int, int]:
@@ -246,6 +267,15 @@ class Trainer:
                 resume_from, model=model, optimizer=self.optimizer, scheduler=self.scheduler
             )
             self._load_history()
+        self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
+        if self.world > 1:
+            # built last: DDP starts every rank from rank 0's parameters
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                MicroBatchLoss(model, self._train_loss),
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=True,
+            )
         log.info(
             "finetune_setup",
             model=config.model,
@@ -295,6 +325,20 @@ class Trainer:
                 total = total + weight * ce[chosen].mean()
                 weight_sum += weight
         return total / weight_sum if weight_sum else total
+
+    def _train_loss(self, indices: Sequence[int]) -> torch.Tensor:
+        return self.loss([self.train_examples[i] for i in indices])
+
+    def _micro_loss(self, indices: Sequence[int]) -> torch.Tensor:
+        """The loss of the training examples ``indices``, through DDP when data parallel."""
+        return self._train_loss(indices) if self.ddp is None else self.ddp(indices)
+
+    def _sync(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        """Around a micro-batch's forward and backward: DDP averages the gradients across
+        ranks in the backward only where ``sync`` (the optimizer step's last micro-batch)."""
+        if self.ddp is None or sync:
+            return contextlib.nullcontext()
+        return self.ddp.no_sync()
 
     def _autocast(self):
         enabled = self.config.bf16 and self.device.type == "cuda"
@@ -347,15 +391,6 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------
 
-    def _all_reduce_grads(self) -> None:
-        if self.world == 1:
-            return
-        for p in self.params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad)
-            p.grad.div_(self.world)
-
     def save_checkpoint(self) -> Path | None:
         if self.rank != 0:
             return None
@@ -390,13 +425,18 @@ class Trainer:
                 for micro in group:
                     chunk = order[micro * self.global_batch : (micro + 1) * self.global_batch]
                     mine = chunk[self.rank :: self.world]
+                    # DDP averages over ranks: weigh each rank by its share of the chunk
+                    weight = len(mine) / len(chunk) * self.world / len(group)
                     if not mine:
-                        continue
-                    with self._autocast():
-                        loss = self.loss([self.train_examples[i] for i in mine])
-                    (loss * len(mine) / len(chunk) * self.world / len(group)).backward()
-                    losses.append(float(loss.detach()))
-                self._all_reduce_grads()
+                        # the epoch's short last micro-batch left this rank nothing, but
+                        # every rank must take part in every synchronising backward
+                        mine, weight = chunk[:1], 0.0
+                    with self._sync(micro == group[-1]):
+                        with self._autocast():
+                            loss = self._micro_loss(mine)
+                        (loss * weight).backward()
+                    if weight:
+                        losses.append(float(loss.detach()))
                 if config.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm)
                 self.optimizer.step()
