@@ -41,6 +41,7 @@ TINY_RECIPE: dict[str, object] = {
     ],
     "weight_decay": 0.1,
     "dropout": 0.1,
+    "expected_score_weights": {"word": 0.2, "phone": 0.2},
 }
 """The settings with which the built-in tiny Qwen2-Audio (random weights) learns the
 synthetic corpus's rules (``benchmarks/learnability.py``, its test, benchmarks/RESULTS.md
@@ -49,7 +50,9 @@ utterance's ~60 word and phone slots drown its 3 sentence slots; at 10x, 0.1, se
 accuracy was learned on some seeds only, and word accuracy less), and the audio encoder's two input
 convolutions train in full beside the projector and the output head (on a random encoder,
 LoRA alone does not find the cues); weight decay and LoRA dropout keep the held-out scores
-from falling back late in a long run."""
+from falling back late in a long run; the expected-score term at 0.2 on word and phone slots
+lifts those levels (phone accuracy 0.49-0.68 against 0.35-0.39 without, seeds 0-3) and
+leaves the sentence level where it was."""
 
 
 class TrainConfig(BaseModel):

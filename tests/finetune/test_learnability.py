@@ -5,11 +5,12 @@ inference.
 
 The full benchmark is ``benchmarks/learnability.py`` (benchmarks/RESULTS.md, ``## Learnability``);
 this is its small version. Thresholds come from seeds 1, 3, 4 and 5 of exactly this setup
-(rules version 3), not from the seed the test runs (RESULTS.md, rules version 3): held-out
-fluency PCC before -0.58 to -0.86 and after 0.93-0.97; total after 0.80-0.91; the mean rise
-of fluency and total +1.50 to +1.78; the last epoch's mean loss 0.99-1.03. (Seed 2, the
-test's: fluency -0.68 -> 0.98, total -0.89 -> 0.93.) Sentence accuracy is learned later
-(0.08-0.32 here, 0.98-0.99 after 4,800 steps) and is not asserted here.
+(rules version 3, ``TINY_RECIPE`` with the expected-score term), not from the seed the test
+runs (RESULTS.md, rules version 3): held-out fluency PCC before -0.58 to -0.86 and after
+0.94-0.97; total after 0.72-0.91; the mean rise of fluency and total +1.56 to +1.78; the last
+epoch's mean loss 1.53-1.59 (the expected-score term included). (Seed 2, the test's:
+fluency -0.68 -> 0.97, total -0.89 -> 0.92.) Sentence accuracy is learned later (-0.27 to
++0.74 here, 0.98-0.99 after 4,800 steps) and is not asserted here.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ SEED = 2
 STEPS = 300
 MAX_BEFORE = 0.3
 MIN_FLUENCY_AFTER = 0.8
-MIN_TOTAL_AFTER = 0.65
+MIN_TOTAL_AFTER = 0.6
 MIN_MEAN_RISE = 1.2
-MAX_FINAL_LOSS = 1.25
+MAX_FINAL_LOSS = 1.8
 FLUENCY = "valid/sentence/fluency/pcc"
 SENTENCE = [f"valid/sentence/{a}/pcc" for a in ("fluency", "total")]
 
