@@ -123,6 +123,29 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture
+def quick_train_config(tmp_path: Path):
+    """A factory of small fine-tuning configs on a synthetic corpus (``train/``, ``test/``):
+    batch 1, one epoch, no warmup, no bootstrap, one thread, ``out`` under ``tmp_path``;
+    keywords override."""
+    from apa.finetune.config import TrainConfig
+
+    def make(corpus: Path, **overrides: object) -> TrainConfig:
+        fields: dict[str, object] = dict(
+            train=str(corpus / "train"),
+            valid=str(corpus / "test"),
+            out=str(tmp_path / "run"),
+            batch_size=1,
+            epochs=1,
+            warmup_steps=0,
+            eval_resamples=0,
+            threads=1,
+        )
+        return TrainConfig(**{**fields, **overrides})
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def ray_local(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray instance for the whole test session (about 5 s to start), shared by the

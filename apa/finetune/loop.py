@@ -273,8 +273,8 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 MicroBatchLoss(model, self._train_loss),
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
-                find_unused_parameters=True,
+                broadcast_buffers=False,  # no trained buffers
+                find_unused_parameters=True,  # a micro-batch need not reach every adapter
             )
         log.info(
             "finetune_setup",

@@ -25,6 +25,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
 def _rank(rank: int, world: int, port: int, settings: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -32,22 +36,21 @@ def _rank(rank: int, world: int, port: int, settings: dict, out: str) -> None:
         config = TrainConfig(**{**settings, "out": f"{settings['out']}-{rank}"})
         trainer = Trainer(config)
         trainer.setup()
-        start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
-                 if p.requires_grad}  # fmt: skip
+        start = _trainable(trainer.model)
         trainer.train()
-        end = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
-               if p.requires_grad}  # fmt: skip
-        torch.save(
-            {"start": start, "end": end, "steps": trainer.progress.step, "ddp": trainer.ddp
-             is not None},
-            Path(out) / f"rank-{rank}.pt",
-        )  # fmt: skip
+        saved = {
+            "start": start,
+            "end": _trainable(trainer.model),
+            "steps": trainer.progress.step,
+            "ddp": trainer.ddp is not None,
+        }
+        torch.save(saved, Path(out) / f"rank-{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def five_utterances(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dp-synth")
     # 5 training utterances: with batch 1 per rank on 2 ranks the epoch's last
     # micro-batch holds one example, so one rank has none
@@ -56,20 +59,12 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def test_two_gloo_ranks_train_in_step(model_cache, small_corpus, tmp_path) -> None:
+def test_two_gloo_ranks_train_in_step(
+    model_cache, five_utterances, quick_train_config, tmp_path
+) -> None:
     ensure_builtin(TINY_QWEN2_AUDIO)  # once, before the ranks load it
-    settings = TrainConfig(
-        train=str(small_corpus / "train"),
-        valid=str(small_corpus / "test"),
-        out=str(tmp_path / "run"),
-        batch_size=1,
-        grad_accum=2,
-        epochs=2,
-        learning_rate=5e-3,
-        warmup_steps=0,
-        eval_resamples=0,
-        threads=1,
-    ).model_dump()
+    config = quick_train_config(five_utterances, grad_accum=2, epochs=2, learning_rate=5e-3)
+    settings = config.model_dump()
     mp.spawn(_rank, args=(2, _free_port(), settings, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank-{r}.pt") for r in range(2)]
     assert all(r["ddp"] for r in ranks)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from apa.finetune.config import TrainConfig
 from apa.lmm.engine import load_lmm_scorer
 from apa.models.builtin import TINY_QWEN2_AUDIO
 from apa.schema import Assessment
@@ -23,19 +22,12 @@ def ray_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def test_two_cpu_workers_train_an_adapter_the_scorer_loads(ray_local, ray_corpus, tmp_path):
+def test_two_cpu_workers_train_an_adapter_the_scorer_loads(
+    ray_local, ray_corpus, quick_train_config, tmp_path
+):
     from ray_jobs.finetune import run_training
 
-    config = TrainConfig(
-        train=str(ray_corpus / "train"),
-        valid=str(ray_corpus / "test"),
-        out=str(tmp_path / "run"),
-        batch_size=1,
-        epochs=1,
-        warmup_steps=0,
-        eval_resamples=0,
-        threads=1,
-    )
+    config = quick_train_config(ray_corpus)
     result = run_training(config, workers=2, storage_path=str(tmp_path / "storage"), name="t")
     assert result.error is None
     # 4 examples, 1 per worker per micro-batch, 2 workers: 2 optimizer steps
