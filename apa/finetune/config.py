@@ -51,7 +51,7 @@ accuracy was learned on some seeds only, and word accuracy less), and the audio 
 convolutions train in full beside the projector and the output head (on a random encoder,
 LoRA alone does not find the cues); weight decay and LoRA dropout keep the held-out scores
 from falling back late in a long run; the expected-score term at 0.2 on word and phone slots
-lifts those levels (phone accuracy 0.49-0.68 against 0.35-0.39 without, seeds 0-3) and
+lifts those levels (phone accuracy 0.49-0.68 against 0.35-0.39 without, seeds 0-4) and
 leaves the sentence level where it was."""
 
 

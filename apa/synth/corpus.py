@@ -41,15 +41,16 @@ Substituted phones -> ``phone`` accuracy, ``word`` accuracy/total, sentence ``ac
 Equal lengths: every clip is padded with silence to the corpus's longest clip (plus
 0.2 s), split between the start and the end at random. Otherwise the clip length alone
 (the number of audio tokens) would give fluency away: an untrained, random model already
-correlated at 0.73 with fluency on unpadded clips. With equal lengths a model has to find
-the rate and the filled pauses inside the clip.
+correlated at 0.73 with fluency on unpadded clips (rules version 1). With equal lengths a
+model has to find the rate and the filled pauses inside the clip.
 
 Fixed length (``phones``, optional): every sentence has exactly that many phones (best with
-``min_words == max_words``). Speech time then follows from the rate and the filled pauses alone, and
-the share of substituted phones from their count alone, so both rules can be heard without
-counting the reference's phones. With sentences of 8-20 phones (3-5 words), speech time
-correlates with fluency at only about -0.86 and the substitution count with accuracy at
-about -0.91; a model must also relate what it hears to the reference's length to do better.
+``min_words == max_words``). Speech time then follows from the rate and the filled pauses
+alone, and the share of substituted phones from their count alone, so both rules can be
+heard without counting the reference's phones. With sentences of 8-20 phones (3-5 words,
+rules version 1), speech time correlates with fluency at only about -0.86 and the
+substitution count with accuracy at about -0.91; a model must also relate what it hears to
+the reference's length to do better.
 
 Not defined by any rule, so ``None`` (not estimated: no training target, not evaluated):
 sentence ``prosody`` and ``completeness``, word ``stress``.
