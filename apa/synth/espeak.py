@@ -238,15 +238,12 @@ def speak_words(words: Sequence[str], *, pause_ms: float, **kwargs: object) -> A
         raise ValueError(f"pause_ms must be >= 0, got {pause_ms}")
     if not words:
         raise ValueError("no words to speak")
-    spoken = [trim_silence(speak_phonemes(word, **kwargs)) for word in words]
-    rate = spoken[0].sample_rate
-    pause = np.zeros(round(pause_ms * rate / 1000), dtype=np.float32)
-    parts: list[np.ndarray] = []
-    for i, word in enumerate(spoken):
-        if i:
-            parts.append(pause)
-        parts.append(word.samples)
-    return dataclasses.replace(spoken[0], samples=np.concatenate(parts))
+    # each distinct word once: a filler said three times is synthesised once
+    spoken = {w: trim_silence(speak_phonemes(w, **kwargs)) for w in dict.fromkeys(words)}
+    first = spoken[words[0]]
+    pause = np.zeros(round(pause_ms * first.sample_rate / 1000), dtype=np.float32)
+    parts = [part for w in words for part in (pause, spoken[w].samples)][1:]
+    return dataclasses.replace(first, samples=np.concatenate(parts))
 
 
 def phonemes(text: str, *, voice: str = "en-us") -> str:
