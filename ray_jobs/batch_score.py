@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from apa import storage
 from apa.batch import rows as stages
-from apa.batch.commits import Commit, done_ids, recover
+from apa.batch.commits import Commit, done_ids, missing_ids, recover
 from apa.batch.settings import BatchSettings
 from apa.batch.summary import BatchSummary, summarise_commits
 from apa.data.inputs import read_utterances
@@ -48,7 +48,6 @@ from apa.scoring.settings import ScoringSettings
 from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
-
 
 
 class ScorerActor:
@@ -122,8 +121,14 @@ def build_dataset(blocks: list, settings: BatchSettings):
 def run_batch(settings: BatchSettings) -> BatchSummary:
     """Run the job on the connected Ray cluster; returns the summary (also written as
     ``summary.json`` into the output and logged). Raises ``FileNotFoundError``/``OSError``/
-    ``ValueError`` when the input as a whole cannot be read, ``RuntimeError`` when the
-    commits do not account for every input sent (a bug: inputs must never be lost)."""
+    ``ValueError`` when the input as a whole cannot be read, ``RuntimeError`` when inputs
+    are still not committed after ``settings.max_passes`` passes (they are never dropped
+    silently).
+
+    A pass streams the inputs not yet done through the pipeline; afterwards the output is
+    recovered (:func:`apa.batch.commits.missing_ids`) and any input sent but not committed
+    (a write lost to a concurrent run into the same output, or trimmed as its duplicate and
+    then lost) goes through another pass."""
     started = time.perf_counter()
     out = settings.output_uri
     done = done_ids(recover(out))
@@ -132,31 +137,39 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
     utterances = [u for u in source.utterances if u.id not in done]
     if settings.limit is not None:  # the first N utterances not yet done; errors all go
         utterances = utterances[: settings.limit]
-    blocks = list(
-        stages.input_blocks(
-            stages.input_rows(utterances, source.errors, skip=done), settings.rows_per_read_block
-        )
-    )
-    total = sum(b.num_rows for b in blocks)
-    del source, utterances  # the blocks hold all the driver needs
+    rows = list(stages.input_rows(utterances, source.errors, skip=done))
+    del source, utterances  # the rows hold all the driver needs
     log.info(
         "inputs_read",
         source=settings.input_uri,
         inputs=n_inputs,
         already_done=len(done),
-        to_process=total,
+        to_process=len(rows),
         output=out,
     )
+    sent = {row["id"] for row in rows}
     tally = Tally()
-    if total:
+    missing, commits, passes = set(sent), None, 0
+    while missing and passes < settings.max_passes:
+        passes += 1
+        todo = [row for row in rows if row["id"] in missing]
+        if passes > 1:
+            log.warning("pass_again", attempt=passes, missing=len(todo), output=out)
+        blocks = list(stages.input_blocks(todo, settings.rows_per_read_block))
         dataset = build_dataset(blocks, settings)  # the blocks go to the object store
         del blocks
-        tally = _consume(dataset, total, settings.progress_interval_s)
-    if tally.processed != total:
-        raise RuntimeError(f"{total} inputs sent but {tally.processed} committed: rows lost")
+        tally.merge(_consume(dataset, len(todo), settings.progress_interval_s))
+        commits, missing = missing_ids(out, sent)
+    if commits is None:
+        commits = recover(out)
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} of {len(sent)} inputs still not committed after "
+            f"{settings.max_passes} passes, e.g. {sorted(missing)[:5]}"
+        )
     summary = summarise_commits(
-        recover(out),
-        processed=tally.processed,
+        commits,
+        processed=len(sent),
         wall_seconds=time.perf_counter() - started,
         output=out,
         audio_seconds_this_run=tally.audio_seconds,
@@ -165,7 +178,7 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
         storage.resolve(out, "summary.json"), (summary.model_dump_json(indent=2) + "\n").encode()
     )
     remaining = n_inputs - summary.inputs
-    log.info("job_summary", **summary.model_dump(), remaining=remaining)
+    log.info("job_summary", **summary.model_dump(), remaining=remaining, passes=passes)
     return summary
 
 
@@ -184,6 +197,12 @@ class Tally:
         self.scored += len(commit.scored)
         self.audio_seconds += commit.audio_seconds
         self.part_sets += 1
+
+    def merge(self, other: Tally) -> None:
+        self.processed += other.processed
+        self.scored += other.scored
+        self.audio_seconds += other.audio_seconds
+        self.part_sets += other.part_sets
 
 
 def _consume(dataset, total: int, interval_s: float) -> Tally:

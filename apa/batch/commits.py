@@ -1,4 +1,5 @@
-"""Score tables written as committed part sets: crash-safe, resumable, idempotent.
+"""Score tables written as committed part sets: crash-safe, resumable, idempotent, and safe
+under task retries and concurrent writers.
 
 An output directory (local or ``s3://``) of the batch job::
 
@@ -13,37 +14,60 @@ Each table is a directory of Parquet parts with the :data:`apa.tables.SCHEMAS`, 
 :func:`apa.tables.read_table` and :func:`apa.tables.read_assessments` (hence ``apa evaluate
 --pred <out>``) read it as they read the output of ``apa score``.
 
-The protocol for one part set (one writer batch, key ``uuid4().hex``):
+Writing one part set (:func:`write_steps`, one storage operation per step):
 
 1. each table part is written whole (:func:`apa.storage.write_bytes`) under a pending name,
    ``<table>/_pending-<key>.parquet``; Parquet readers skip names starting with ``_``;
 2. the commit ``_commits/<key>.json`` is written whole: from here on the part set counts;
 3. each pending part is moved to ``<table>/part-<key>.parquet`` (a rename locally, a
-   server-side copy on S3: either way the final object appears whole).
+   server-side copy on S3: either way the final object appears whole). If the pending part
+   is gone (another run's :func:`recover` removed it before the commit existed) the writer
+   writes the final part from the bytes it still holds; then it checks that its commit
+   survived and withdraws the parts if not (the task fails and is retried).
 
-:func:`recover` runs at the start of every run. It finishes step 3 for committed part sets a
-crash interrupted, and deletes parts (and half-written ``.partial-`` files) whose key has no
-commit (the commit is the only record of what is done): those come from a run that died
-between a part set's tables and its commit, and their utterances are not counted as done,
-so they are scored again. Hence a reader never sees
-rows of an uncommitted part set, a resumed run neither loses nor duplicates rows, and
-rerunning a finished job changes nothing. Keys are random rather than derived from the
-batch's ids because Ray Data does not cut batches the same way twice.
+**The key is the part set's content address** (:func:`part_set_key`: a hash of its sorted
+ids), not a random name. A task that Ray retries after it died at any step (even just after
+step 2) rewrites the same names with the same rows: a retry can never commit its ids twice.
+
+:func:`recover` runs at the start and at the end of every run and brings the directory to
+a consistent state whatever happened before, in this order:
+
+- commits named in another commit's ``supersedes`` are deleted (an interrupted trim, below);
+- a commit whose parts are gone (neither pending nor final) is deleted: its ids are not
+  done and are scored again;
+- committed parts still pending are published (step 3 for a run that died after step 2);
+- parts (and half-written ``.partial-`` files) whose key has no commit are deleted: a run
+  died between its tables and its commit, and those ids are not done either. Parts are
+  listed *before* commits are read, so a concurrent writer's part whose commit appears in
+  between is kept;
+- **ids committed more than once** (only two runs writing into the same output at once, or
+  Ray cutting a re-executed stage into other batches, can do that) are made unique again:
+  each id belongs to the first commit, in key order, that holds it; every later commit
+  holding one is *trimmed*: its rows minus the duplicated ids are written as a new part set
+  (key derived from the old key and the ids kept, so two runs trimming at once write the
+  same thing) whose commit ``supersedes`` the old one, and then the old one is deleted. A
+  crash anywhere in a trim is finished by the first bullet or redone from scratch.
+
+Hence a reader never sees rows of an uncommitted part set, a resumed run neither loses nor
+duplicates rows, rerunning a finished job changes nothing, and after the last of several
+concurrent runs has finished (each ends with :func:`recover` and scores what is still
+missing, see :func:`missing_ids`) every input id is in the tables exactly once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import uuid
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from apa import storage
+from apa import failpoints, storage
 from apa.log import get_logger
 from apa.schema import Assessment, ErrorRecord
 from apa.scoring.scorer import ScorerInfo
@@ -54,6 +78,8 @@ log = get_logger(__name__)
 COMMITS_DIR = "_commits"
 PENDING_PREFIX = "_pending-"
 PART_PREFIX = "part-"
+MAX_RECOVER_ROUNDS = 8
+"""rounds of :func:`recover` (each trims the duplicates it sees) before it gives up"""
 
 
 class Commit(BaseModel):
@@ -72,20 +98,68 @@ class Commit(BaseModel):
     scorer: ScorerInfo | None = None
     """the scorer that produced the assessments; ``None`` when every row was an error
     that never reached it"""
+    supersedes: list[str] = []
+    """keys of commits this one replaces (a trim of duplicated ids); they are deleted"""
 
     @property
     def ids(self) -> list[str]:
         return [*self.scored, *self.errors]
 
 
-def _table_uri(out: str, table: str, name: str) -> str:
-    return storage.resolve(storage.resolve(out, table), name)
+class RecoverError(RuntimeError):
+    """The output directory did not settle (concurrent writers kept changing it)."""
+
+
+def part_set_key(ids: Iterable[str], *, salt: str = "") -> str:
+    """The content address of a part set: the same ids (and salt) give the same key.
+
+    >>> part_set_key(["b", "a"]) == part_set_key(["a", "b"]) != part_set_key(["a"])
+    True
+    >>> len(part_set_key(["a"]))
+    32
+    """
+    digest = hashlib.sha256(salt.encode())
+    for i in sorted(ids):
+        digest.update(b"\x00" + i.encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class PartSet:
+    """One part set in memory, ready to write: its commit and each table part's bytes."""
+
+    commit: Commit
+    parts: dict[str, bytes] = field(repr=False)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
+
+
+def build_part_set(
+    assessments: Sequence[Assessment],
+    errors: Sequence[ErrorRecord],
+    *,
+    audio_seconds: float,
+    scorer: ScorerInfo | None,
+) -> PartSet:
+    """The part set of these results (keyed by :func:`part_set_key` of their ids)."""
+    ids = [a.utterance_id for a in assessments] + [e.utterance_id for e in errors]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"a part set holds an id twice: {sorted(ids)[:10]}")
+    tables = assessments_to_tables(assessments) | {"errors": errors_to_table(errors)}
+    parts = {name: _parquet_bytes(t) for name, t in tables.items() if t.num_rows}
+    commit = Commit(
+        key=part_set_key(ids),
+        scored=[a.utterance_id for a in assessments],
+        errors={e.utterance_id: e.reason for e in errors},
+        audio_seconds=round(audio_seconds, 3),
+        rows={name: tables[name].num_rows for name in parts},
+        scorer=scorer,
+    )
+    return PartSet(commit=commit, parts=parts)
 
 
 def commit_part_set(
@@ -96,40 +170,72 @@ def commit_part_set(
     audio_seconds: float,
     scorer: ScorerInfo | None,
 ) -> Commit:
-    """Write one part set of results into ``out`` by the protocol above; returns its commit."""
-    ids = [a.utterance_id for a in assessments] + [e.utterance_id for e in errors]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"a part set holds an id twice: {sorted(ids)[:10]}")
-    key = uuid.uuid4().hex
-    tables = assessments_to_tables(assessments) | {"errors": errors_to_table(errors)}
-    written = {name: t.num_rows for name, t in tables.items() if t.num_rows}
-    for name in written:
-        parquet = _parquet_bytes(tables[name])
-        storage.write_bytes(_table_uri(out, name, f"{PENDING_PREFIX}{key}.parquet"), parquet)
-    commit = Commit(
-        key=key,
-        scored=[a.utterance_id for a in assessments],
-        errors={e.utterance_id: e.reason for e in errors},
-        audio_seconds=round(audio_seconds, 3),
-        rows=written,
-        scorer=scorer,
-    )
-    storage.write_bytes(
-        storage.resolve(storage.resolve(out, COMMITS_DIR), f"{key}.json"),
-        commit.model_dump_json().encode(),
-    )
-    _publish(out, commit)
-    return commit
+    """Write one part set of results into ``out`` by the protocol above; returns its commit.
+
+    Between steps sit the failpoints ``batch.commit.after_<step>`` (``after_pending``,
+    ``after_commit``, ``after_publish``) that fault-injection tests arm."""
+    part_set = build_part_set(assessments, errors, audio_seconds=audio_seconds, scorer=scorer)
+    for step in write_steps(out, part_set):
+        failpoints.hit(f"batch.commit.after_{step}")
+    return part_set.commit
 
 
-def _publish(out: str, commit: Commit) -> None:
-    """Move a committed part set's pending parts to their final names (idempotent)."""
-    for name in commit.rows:
-        pending = _table_uri(out, name, f"{PENDING_PREFIX}{commit.key}.parquet")
-        if storage.exists(pending):
-            final = _table_uri(out, name, f"{PART_PREFIX}{commit.key}.parquet")
-            fs, src = storage.filesystem(pending)
+def _part_uri(out: str, table: str, prefix: str, key: str) -> str:
+    return storage.resolve(storage.resolve(out, table), f"{prefix}{key}.parquet")
+
+
+def _commit_uri(out: str, key: str) -> str:
+    return storage.resolve(storage.resolve(out, COMMITS_DIR), f"{key}.json")
+
+
+def write_steps(out: str, part_set: PartSet) -> Iterator[str]:
+    """Write ``part_set`` into ``out``, one storage operation per step; yields the step
+    just done (``"pending"`` after each part, ``"commit"``, ``"publish"`` after each move).
+    Tests drive these steps interleaved with other writers and with :func:`recover`, and
+    stop them anywhere to play a crash."""
+    commit = part_set.commit
+    for name, data in part_set.parts.items():
+        storage.write_bytes(_part_uri(out, name, PENDING_PREFIX, commit.key), data)
+        yield "pending"
+    storage.write_bytes(_commit_uri(out, commit.key), commit.model_dump_json().encode())
+    yield "commit"
+    for name, data in part_set.parts.items():
+        _publish_part(out, commit.key, name, data)
+        yield "publish"
+    if not storage.exists(_commit_uri(out, commit.key)):
+        # A concurrent recover removed the commit meanwhile: it trimmed the part set (its
+        # ids now live in a replacement) or found its parts gone (it had removed the pending
+        # parts as uncommitted just before the commit appeared). The parts just published
+        # belong to no commit: withdraw them. Ids no commit holds fail the task, for Ray to
+        # retry it.
+        _delete_parts(out, commit)
+        lost = set(commit.ids) - done_ids(read_commits(out))
+        if lost:
+            raise RuntimeError(
+                f"part set {commit.key} lost its commit to a concurrent recover "
+                f"({len(lost)} ids not committed)"
+            )
+
+
+def _publish_part(out: str, key: str, table: str, data: bytes | None) -> bool:
+    """Move one committed part from its pending to its final name (idempotent). Without a
+    pending part, the final one is written from ``data`` when given. Returns whether the
+    final part exists afterwards."""
+    pending = _part_uri(out, table, PENDING_PREFIX, key)
+    final = _part_uri(out, table, PART_PREFIX, key)
+    fs, src = storage.filesystem(pending)
+    if fs.get_file_info(src).type == pafs.FileType.File:
+        try:
             fs.move(src, storage.filesystem(final)[1])
+            return True
+        except FileNotFoundError:
+            pass  # moved by a concurrent publisher of the same part set
+    if storage.exists(final):
+        return True
+    if data is not None:
+        storage.write_bytes(final, data)
+        return True
+    return False
 
 
 def _list(directory: str) -> Iterator[tuple[pafs.FileSystem, pafs.FileInfo]]:
@@ -141,42 +247,169 @@ def _list(directory: str) -> Iterator[tuple[pafs.FileSystem, pafs.FileInfo]]:
 
 
 def read_commits(out: str) -> list[Commit]:
-    """Every commit in ``out`` (none for a new or empty directory)."""
+    """Every commit in ``out`` (none for a new or empty directory), in key order. A commit
+    deleted between the listing and the read (a concurrent recover) is left out."""
     commits = []
     for fs, info in _list(storage.resolve(out, COMMITS_DIR)):
-        if info.base_name.endswith(".json"):
-            with fs.open_input_stream(info.path, compression=None) as stream:
-                commits.append(Commit.model_validate_json(stream.read()))
-    return commits
+        if info.base_name.endswith(".json") and ".partial-" not in info.base_name:
+            try:
+                with fs.open_input_stream(info.path, compression=None) as stream:
+                    commits.append(Commit.model_validate_json(stream.read()))
+            except FileNotFoundError:
+                continue
+    return sorted(commits, key=lambda c: c.key)
+
+
+def _delete(uri: str) -> bool:
+    fs, path = storage.filesystem(uri)
+    try:
+        fs.delete_file(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _delete_parts(out: str, commit: Commit) -> None:
+    for table in commit.rows:
+        for prefix in (PENDING_PREFIX, PART_PREFIX):
+            _delete(_part_uri(out, table, prefix, commit.key))
+
+
+def _delete_commit(out: str, commit: Commit) -> None:
+    """Commit first, then parts: a crash in between leaves uncommitted parts, which the next
+    recover removes."""
+    _delete(_commit_uri(out, commit.key))
+    _delete_parts(out, commit)
+
+
+def _has_parts(out: str, commit: Commit) -> bool:
+    return all(
+        storage.exists(_part_uri(out, t, PENDING_PREFIX, commit.key))
+        or storage.exists(_part_uri(out, t, PART_PREFIX, commit.key))
+        for t in commit.rows
+    )
 
 
 def recover(out: str) -> list[Commit]:
-    """Bring ``out`` to a committed state before a run (see the module docstring): publish
-    committed parts a crash left pending, delete uncommitted ones and stray partial files.
-    Returns the commits, whose ids are done. Raises ``ValueError`` when two commits claim
-    the same id (a directory written by something else than this protocol)."""
+    """Bring ``out`` to a consistent committed state (see the module docstring) and return
+    its commits, whose ids are done, each id in exactly one. Raises :class:`RecoverError`
+    when the directory keeps changing under it for :data:`MAX_RECOVER_ROUNDS` rounds."""
+    for _ in range(MAX_RECOVER_ROUNDS):
+        commits, changed = _recover_round(out)
+        if not changed:
+            return commits
+    raise RecoverError(f"{out}: still changing after {MAX_RECOVER_ROUNDS} recover rounds")
+
+
+def _recover_round(out: str) -> tuple[list[Commit], bool]:
+    """One pass of :func:`recover`; returns the commits and whether it changed anything
+    that calls for another pass (a trim)."""
+    listed = [(fs, info) for table in TABLES for fs, info in _list(storage.resolve(out, table))]
     commits = read_commits(out)
-    keys = {c.key for c in commits}
     removed = 0
+    superseded = {k for c in commits for k in c.supersedes}
+    live = []
     for c in commits:
-        _publish(out, c)
-    for table in TABLES:
-        for fs, info in _list(storage.resolve(out, table)):
-            key = _key_of(info.base_name)
-            if ".partial-" in info.base_name or (key is not None and key not in keys):
+        if c.key in superseded:
+            _delete_commit(out, c)
+            removed += 1
+        elif not _has_parts(out, c):
+            log.warning("commit_without_parts", output=out, key=c.key, ids=len(c.ids))
+            _delete_commit(out, c)
+            removed += 1
+        else:
+            live.append(c)
+    for c in live:
+        for table in c.rows:
+            _publish_part(out, c.key, table, None)
+    keys = {c.key for c in live}
+    for fs, info in listed:
+        key = _key_of(info.base_name)
+        if ".partial-" in info.base_name or (key is not None and key not in keys):
+            try:
                 fs.delete_file(info.path)
                 removed += 1
+            except FileNotFoundError:
+                pass
     for fs, info in _list(storage.resolve(out, COMMITS_DIR)):
         if ".partial-" in info.base_name:
-            fs.delete_file(info.path)
-            removed += 1
-    done = Counter(i for c in commits for i in c.ids)
-    twice = sorted(i for i, n in done.items() if n > 1)
-    if twice:
-        raise ValueError(f"{out}: ids committed more than once: {twice[:10]}")
-    if commits or removed:
-        log.info("output_recovered", output=out, commits=len(commits), removed_uncommitted=removed)
-    return commits
+            try:
+                fs.delete_file(info.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    trimmed = _trim_duplicates(out, live)
+    if live or removed or trimmed:
+        log.info(
+            "output_recovered",
+            output=out,
+            commits=len(live),
+            removed=removed,
+            trimmed=trimmed,
+        )
+    return live, trimmed > 0
+
+
+def _trim_duplicates(out: str, commits: Sequence[Commit]) -> int:
+    """Trim every commit holding an id that an earlier commit (in key order) holds too;
+    returns how many were trimmed."""
+    owned: set[str] = set()
+    trimmed = 0
+    for c in commits:
+        duplicated = owned.intersection(c.ids)
+        owned.update(c.ids)
+        if duplicated:
+            _trim(out, c, duplicated)
+            trimmed += 1
+    return trimmed
+
+
+def _read_part(out: str, table: str, key: str) -> pa.Table | None:
+    for prefix in (PART_PREFIX, PENDING_PREFIX):
+        fs, path = storage.filesystem(_part_uri(out, table, prefix, key))
+        try:
+            with fs.open_input_file(path) as f:
+                return pq.read_table(f)
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _trim(out: str, commit: Commit, drop: set[str]) -> None:
+    """Replace ``commit`` by a part set without the ids in ``drop`` (see the module
+    docstring); a part set left with no id is just deleted."""
+    keep_ids = [i for i in commit.ids if i not in drop]
+    log.warning(
+        "duplicate_ids_trimmed", output=out, key=commit.key, dropped=len(drop), kept=len(keep_ids)
+    )
+    if not keep_ids:
+        _delete_commit(out, commit)
+        return
+    parts: dict[str, bytes] = {}
+    rows: dict[str, int] = {}
+    for table in commit.rows:
+        part = _read_part(out, table, commit.key)
+        if part is None:  # deleted under us by a concurrent recover: the next round sees it
+            return
+        kept = part.filter(pc.is_in(part.column("utterance_id"), pa.array(keep_ids)))
+        if kept.num_rows:
+            parts[table], rows[table] = _parquet_bytes(kept), kept.num_rows
+    kept_errors = {i: r for i, r in commit.errors.items() if i not in drop}
+    scored = [i for i in commit.scored if i not in drop]
+    dropped_share = 1 - len(scored) / len(commit.scored) if commit.scored else 0.0
+    replacement = Commit(
+        key=part_set_key(keep_ids, salt=f"trim:{commit.key}"),
+        scored=scored,
+        errors=kept_errors,
+        # audio time is not kept per id: share it out by the scored ids kept
+        audio_seconds=round(commit.audio_seconds * (1 - dropped_share), 3),
+        rows=rows,
+        scorer=commit.scorer,
+        supersedes=[commit.key],
+    )
+    for _ in write_steps(out, PartSet(commit=replacement, parts=parts)):
+        pass
+    _delete_commit(out, commit)
 
 
 def _key_of(name: str) -> str | None:
@@ -190,3 +423,11 @@ def _key_of(name: str) -> str | None:
 
 def done_ids(commits: Iterable[Commit]) -> set[str]:
     return {i for c in commits for i in c.ids}
+
+
+def missing_ids(out: str, sent: Iterable[str]) -> tuple[list[Commit], set[str]]:
+    """After a run: :func:`recover` ``out``, then the ids of ``sent`` that no commit holds
+    (lost to a task that died for good or to a concurrent run's recover); the run scores
+    them again. Returns the commits too."""
+    commits = recover(out)
+    return commits, set(sent) - done_ids(commits)

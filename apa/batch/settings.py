@@ -62,6 +62,12 @@ class BatchSettings(BaseSettings):
         description="cap on the job's Ray Data object-store use (MiB): decoded audio waits "
         "for the scorers instead of filling the object store, so memory stays flat",
     )
+    max_passes: int = Field(
+        default=3,
+        ge=1,
+        description="passes over inputs that are still not committed after a pass (lost to "
+        "a concurrent run into the same output); past it the job fails, naming them",
+    )
     progress_interval_s: float = Field(
         default=10.0, gt=0, description="seconds between structured progress log lines"
     )

@@ -73,15 +73,33 @@ def test_a_committed_but_unpublished_part_set_is_finished(tmp_path: Path) -> Non
     assert read_table(str(out / "words")).num_rows == 2
 
 
-def test_an_id_committed_twice_is_refused(tmp_path: Path) -> None:
+def test_an_id_committed_twice_is_trimmed_to_one_commit(tmp_path: Path) -> None:
+    # before: recover raised "ids committed more than once" and the output was wedged
     out = str(tmp_path / "out")
-    commit_part_set(out, [_assessment("a")], [], audio_seconds=1.0, scorer=INFO)
-    commit_part_set(out, [], [_error("a")], audio_seconds=0.0, scorer=None)
+    first = commit_part_set(
+        out, [_assessment("a"), _assessment("b")], [], audio_seconds=2.0, scorer=INFO
+    )
+    second = commit_part_set(out, [_assessment("b")], [_error("c")], audio_seconds=1.0, scorer=INFO)
     assert len(read_commits(out)) == 2
-    with pytest.raises(ValueError, match="committed more than once"):
-        recover(out)
+    commits = recover(out)
+    assert sorted(i for c in commits for i in c.ids) == ["a", "b", "c"]
+    owner = min(first.key, second.key)  # the first commit in key order keeps "b"
+    assert any(c.key == owner for c in commits)
+    assert sorted(read_table(f"{out}/utterances").column("utterance_id").to_pylist()) == ["a", "b"]
+    assert read_table(f"{out}/words").num_rows == 4
+    assert read_table(f"{out}/errors").column("utterance_id").to_pylist() == ["c"]
+    assert recover(out) == commits  # settled
     with pytest.raises(ValueError, match="holds an id twice"):
         commit_part_set(out, [_assessment("b")], [_error("b")], audio_seconds=0, scorer=INFO)
+
+
+def test_a_retried_part_set_has_the_same_key_and_commits_once(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    a = commit_part_set(out, [_assessment("a")], [_error("b")], audio_seconds=1.0, scorer=INFO)
+    b = commit_part_set(out, [_assessment("a")], [_error("b")], audio_seconds=1.0, scorer=INFO)
+    assert a.key == b.key
+    assert read_commits(out) == [a]
+    assert read_table(f"{out}/utterances").num_rows == 1
 
 
 def test_empty_output_has_no_commits(tmp_path: Path) -> None:
