@@ -12,17 +12,23 @@ Every failure is an :class:`~apa.errors.AudioError` with a stable reason code
 code           when
 =============  ==============================================================
 not_found      no file or object at the path/URI
-unreadable     the file or object exists but cannot be read (I/O, permissions)
+unreadable     the file or object exists but cannot be read (I/O, permissions), or is
+               not a regular file (a directory, FIFO, device or socket: never opened)
+too_large      more encoded bytes than ``max_bytes`` (a file or object: from its size,
+               before reading, or from a read that stops one byte past the limit)
 empty          zero bytes
-too_large      more encoded bytes than ``max_bytes``
 undecodable    not a supported, valid audio file
 too_long       the header already says it is longer than ``max_duration_s``
 empty          decoded to no samples
 non_finite     NaN or infinite samples (possible in float WAV)
+out_of_range   a sample's magnitude above ``max_abs_amplitude`` (possible in float WAV)
 too_long       decoded duration above ``max_duration_s``
 too_short      decoded duration below ``min_duration_s``
 silent         the loudest 100 ms stay below ``silence_dbfs`` (RMS)
 =============  ==============================================================
+
+A file is never read whole before its size is known to be within ``max_bytes``, and never
+read past it, so a huge file or an endless one costs at most ``max_bytes + 1`` bytes.
 
 The length is checked from the header before decoding, so an hour-long upload is refused
 without decoding it. MP3 headers only estimate the length (a VBR file without a Xing tag is
@@ -103,6 +109,13 @@ class AudioConfig(BaseSettings):
     """Larger encoded inputs are refused before decoding. 50 MiB holds 30 s of even a
     192 kHz stereo float32 WAV (46 MiB); raise it with ``max_duration_s`` for long WAVs."""
 
+    max_abs_amplitude: float = 64.0
+    """Audio with a sample of larger magnitude is refused (full scale is 1.0). Integer PCM
+    cannot exceed 1.0, and a float WAV exceeds it only a little when a mix was clipped or
+    normalised late; 64 (+36 dBFS) leaves room for that. Samples orders of magnitude above
+    full scale (a float WAV of 3e38) are not a recording, and would overflow the features
+    of the models downstream into NaN and infinity."""
+
     resample_quality: ResampleQuality = "HQ"
     """soxr quality recipe; HQ is soxr's default, transparent for speech and fast."""
 
@@ -131,6 +144,11 @@ class AudioConfig(BaseSettings):
             )
         if self.max_bytes <= 0:
             problems.append(f"max_bytes must be positive, got {self.max_bytes}")
+        if not (math.isfinite(self.max_abs_amplitude) and self.max_abs_amplitude >= 1.0):
+            problems.append(
+                "max_abs_amplitude must be a finite number at or above full scale (1.0), "
+                f"got {self.max_abs_amplitude}"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -175,7 +193,7 @@ def load_audio(source: str | os.PathLike[str], config: AudioConfig | None = None
     """Read and decode the audio at a local path or an ``s3://`` URI. Raises only
     :class:`AudioError` (see :func:`decode_audio` for the one exception)."""
     config = config if config is not None else AudioConfig()
-    data = read_audio_bytes(source)
+    data = read_audio_bytes(source, config)
     return decode_audio(data, config)
 
 
@@ -189,9 +207,13 @@ def load_audio_or_error(
         return exc.record(utterance_id)
 
 
-def read_audio_bytes(source: str | os.PathLike[str]) -> bytes:
-    """The encoded bytes of an audio file (local path or ``s3://``); any failure to read is
-    an :class:`~apa.errors.AudioError` (``audio.not_found``, ``audio.unreadable``)."""
+def read_audio_bytes(source: str | os.PathLike[str], config: AudioConfig | None = None) -> bytes:
+    """The encoded bytes of an audio file (local path or ``s3://``), at most
+    ``config.max_bytes`` of them: a larger file is refused from its size, before reading,
+    and the read stops one byte past the limit should the file be larger than it said. Any
+    failure is an :class:`~apa.errors.AudioError` (``audio.not_found``, ``audio.unreadable``,
+    ``audio.too_large``)."""
+    config = config if config is not None else AudioConfig()
     try:
         uri = os.fsdecode(os.fspath(source))
     except Exception as exc:
@@ -199,7 +221,11 @@ def read_audio_bytes(source: str | os.PathLike[str]) -> bytes:
             "unreadable", f"not a path or URI: {type(source).__name__} {source!r}"
         ) from exc
     try:
-        return storage.read_bytes(uri)
+        return storage.read_bytes(uri, max_bytes=config.max_bytes)
+    except storage.TooLargeError as exc:
+        raise _too_large(exc.size, config.max_bytes, where=f" at {uri}") from exc
+    except storage.NotARegularFileError as exc:
+        raise AudioError("unreadable", str(exc)) from exc
     except FileNotFoundError as exc:
         raise AudioError("not_found", f"no audio at {uri}") from exc
     except PermissionError as exc:
@@ -219,11 +245,7 @@ def _decode(data: bytes, config: AudioConfig) -> Audio:
     if size == 0:
         raise AudioError("empty", "audio is 0 bytes")
     if size > config.max_bytes:
-        raise AudioError(
-            "too_large",
-            f"audio is {size:,} bytes ({size / _MIB:.1f} MiB), over the "
-            f"{config.max_bytes:,}-byte ({config.max_bytes / _MIB:.1f} MiB) limit",
-        )
+        raise _too_large(size, config.max_bytes)
 
     try:
         sound = sf.SoundFile(io.BytesIO(data))
@@ -274,6 +296,13 @@ def _decode(data: bytes, config: AudioConfig) -> Audio:
             "non_finite",
             f"audio has {bad:,} non-finite (NaN or infinite) of {frames.size:,} samples",
         )
+    peak = float(np.max(np.abs(frames)))
+    if peak > config.max_abs_amplitude:
+        raise AudioError(
+            "out_of_range",
+            f"audio peaks at {peak:.3g} times full scale, beyond the "
+            f"{config.max_abs_amplitude:g} limit: not a recording",
+        )
     if n > max_frames:
         raise AudioError(
             "too_long",
@@ -302,8 +331,7 @@ def _decode(data: bytes, config: AudioConfig) -> Audio:
     if not np.isfinite(samples).all():  # finite input so large that it overflows float32
         raise AudioError(
             "non_finite",
-            f"audio overflows float32 after downmixing and resampling "
-            f"(peak input {float(np.max(np.abs(frames))):.3g})",
+            f"audio overflows float32 after downmixing and resampling (peak input {peak:.3g})",
         )
 
     level = loudest_level_dbfs(samples, config.sample_rate)
@@ -352,6 +380,18 @@ def loudest_level_dbfs(samples: np.ndarray, sample_rate: int) -> float:
     k = min(count, math.ceil(LOUD_SPAN_S / FRAME_S - 1e-9))
     rms = math.sqrt(float(np.partition(power, count - k)[count - k]))
     return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def _too_large(size: int | None, limit: int, where: str = "") -> AudioError:
+    """``audio.too_large``; ``size`` ``None`` when only a capped read found it out."""
+    if size is None:
+        found = f"more than {limit:,} bytes"
+    else:
+        found = f"{size:,} bytes ({size / _MIB:.1f} MiB)"
+    return AudioError(
+        "too_large",
+        f"audio{where} is {found}, over the {limit:,}-byte ({limit / _MIB:.1f} MiB) limit",
+    )
 
 
 def _secs(value: float) -> str:

@@ -37,9 +37,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from apa import storage
+from apa import failpoints, storage
 from apa.batch import rows as stages
-from apa.batch.commits import Commit, done_ids, missing_ids, recover
+from apa.batch.commits import Commit, Repairs, done_ids, missing_ids, recover
 from apa.batch.settings import BatchSettings
 from apa.batch.summary import BatchSummary, summarise_commits
 from apa.data.inputs import read_utterances
@@ -89,6 +89,7 @@ def build_dataset(blocks: list, settings: BatchSettings):
     env = {"env_vars": forwarded_env()} if settings.forward_env else None
     common = {"batch_format": "pyarrow", "runtime_env": env}
     task = {**common, "num_cpus": settings.cpus_per_task}
+    text_limit = {"max_text_chars": settings.scoring.max_text_chars}
     source = ray.data.from_arrow(blocks)
     # the dataset's own copy of the DataContext: other datasets of the process keep theirs
     limits = source.context.execution_options.resource_limits
@@ -96,8 +97,8 @@ def build_dataset(blocks: list, settings: BatchSettings):
         object_store_memory=settings.object_store_mib * 2**20
     )
     return (
-        source.map_batches(stages.fetch, batch_size=None, **task)
-        .map_batches(stages.decode_and_prepare, batch_size=None, **task)
+        source.map_batches(stages.fetch, batch_size=None, fn_kwargs=text_limit, **task)
+        .map_batches(stages.decode_and_prepare, batch_size=None, fn_kwargs=text_limit, **task)
         .map_batches(
             ScorerActor,
             fn_constructor_kwargs={"scoring": settings.scoring},
@@ -131,7 +132,8 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
     then lost) goes through another pass."""
     started = time.perf_counter()
     out = settings.output_uri
-    done = done_ids(recover(out))
+    repairs = Repairs()
+    done = done_ids(recover(out, repairs))
     source = read_utterances(settings.input_uri, texts=settings.texts)
     n_inputs = source.n_inputs
     utterances = [u for u in source.utterances if u.id not in done]
@@ -159,9 +161,9 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
         dataset = build_dataset(blocks, settings)  # the blocks go to the object store
         del blocks
         tally.merge(_consume(dataset, len(todo), settings.progress_interval_s))
-        commits, missing = missing_ids(out, sent)
+        commits, missing = missing_ids(out, sent, repairs)
     if commits is None:
-        commits = recover(out)
+        commits = recover(out, repairs)
     if missing:
         raise RuntimeError(
             f"{len(missing)} of {len(sent)} inputs still not committed after "
@@ -173,12 +175,14 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
         wall_seconds=time.perf_counter() - started,
         output=out,
         audio_seconds_this_run=tally.audio_seconds,
+        repairs=repairs,
+        passes=passes,
     )
     storage.write_bytes(
         storage.resolve(out, "summary.json"), (summary.model_dump_json(indent=2) + "\n").encode()
     )
     remaining = n_inputs - summary.inputs
-    log.info("job_summary", **summary.model_dump(), remaining=remaining, passes=passes)
+    log.info("job_summary", **summary.model_dump(), remaining=remaining)
     return summary
 
 
@@ -212,6 +216,7 @@ def _consume(dataset, total: int, interval_s: float) -> Tally:
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for text in batch.column("commit").to_pylist():
             tally.add(Commit.model_validate_json(text))
+            failpoints.hit("batch.driver.after_commit_counted")
         now = time.perf_counter()
         if now - last >= interval_s or tally.processed == total:
             last = now

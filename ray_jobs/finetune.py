@@ -41,6 +41,7 @@ from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.finetune")
 
+
 class RayReporter:
     """:class:`apa.finetune.loop.TrainHooks` for Ray Train: each report goes to
     ``ray.train.report``, with the checkpoint directory when the rank wrote one."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import threading
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +221,28 @@ REFUSALS = [
     ),
     ("too_short", lambda: wav(0.1), {}, "too_short", ["0.10 s", "0.20 s minimum"]),
     ("too_short_tiny", lambda: wav(0.004), {}, "too_short", ["0.004 s", "0.20 s minimum"]),
-    ("overflows_float32", _overflowing, {}, "non_finite", ["overflows float32", "3e+38"]),
+    (
+        "extreme_float_3e38",
+        lambda: float_wav(tone(1.0, 16000, amps=(3e38,))),
+        {},
+        "out_of_range",
+        ["3e+38 times full scale", "64 limit"],
+    ),
+    ("extreme_float_44k1", _overflowing, {}, "out_of_range", ["3e+38"]),
+    (
+        "above_a_lowered_amplitude_limit",
+        lambda: float_wav(tone(1.0, 16000, amps=(2.0,))),
+        {"max_abs_amplitude": 1.5},
+        "out_of_range",
+        ["peaks at 2 times full scale", "1.5 limit"],
+    ),
+    (
+        "overflows_float32",
+        _overflowing,
+        {"max_abs_amplitude": 1e39},
+        "non_finite",
+        ["overflows float32", "3e+38"],
+    ),
     ("too_long", lambda: wav(31.0, 8000), {}, "too_long", ["31.00 s", "30.00 s limit"]),
     ("garbage", lambda: bytes(range(256)) * 40, {}, "undecodable", ["not recognised"]),
     ("truncated_header", _truncated_header, {}, "undecodable", ["fmt"]),
@@ -288,6 +312,15 @@ def test_silence_is_judged_on_the_loudest_100ms(samples: np.ndarray, silent: boo
         assert reason_of(data).reason == "audio.silent"
     else:
         assert decode_audio(data).duration_s == pytest.approx(len(samples) / 16000)
+
+
+@pytest.mark.parametrize("peak", [1.0, 1.5, 64.0])
+def test_float_wav_a_little_above_full_scale_is_accepted(peak: float) -> None:
+    """A clipped or late-normalised float mix may exceed 1.0; only absurd levels are refused."""
+    samples = tone(1.0, 16000, amps=(0.5,))
+    samples[100, 0] = peak
+    out = decode_audio(float_wav(samples))
+    assert float(np.max(np.abs(out.samples))) == pytest.approx(peak)
 
 
 def test_durations_at_the_limits_are_accepted() -> None:
@@ -401,7 +434,7 @@ def test_defaults() -> None:
     config = AudioConfig()
     assert (config.sample_rate, config.min_duration_s, config.max_duration_s) == (16000, 0.2, 30)
     assert config.silence_dbfs == -60.0 and config.max_bytes == 50 * 1024 * 1024
-    assert config.resample_quality == "HQ"
+    assert config.resample_quality == "HQ" and config.max_abs_amplitude == 64.0
 
 
 @pytest.mark.parametrize(
@@ -414,6 +447,9 @@ def test_defaults() -> None:
         ({"max_duration_s": math.inf}, "max_duration_s must be a positive"),
         ({"sample_rate": 0}, "sample_rate must be positive"),
         ({"max_bytes": 0}, "max_bytes must be positive"),
+        ({"max_abs_amplitude": 0.5}, "max_abs_amplitude must be a finite number at or above"),
+        ({"max_abs_amplitude": math.inf}, "max_abs_amplitude must be a finite number"),
+        ({"max_abs_amplitude": math.nan}, "max_abs_amplitude must be a finite number"),
         ({"silence_dbfs": 3.0}, "silence_dbfs must be a finite level"),
         ({"resample_quality": "best"}, "resample_quality"),
         ({"max_duraton_s": 5.0}, "max_duraton_s"),
@@ -458,6 +494,121 @@ def test_directory_is_unreadable(tmp_path: Path) -> None:
     with pytest.raises(AudioError) as info:
         load_audio(tmp_path)
     assert info.value.reason == "audio.unreadable"
+    assert "a directory, not a regular file" in info.value.message
+
+
+def _within(seconds: float, fn, *, unblock=None):
+    """``fn()``'s result or exception, failing the test (not hanging it) when ``fn`` has not
+    returned within ``seconds``; ``unblock`` then frees the stuck thread."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if unblock is not None:
+            unblock()
+        pytest.fail(f"still blocked after {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: a run would hang forever."""
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:  # a writer that comes and goes lets the blocked open return
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    record = _within(5, lambda: load_audio_or_error("u1", fifo), unblock=unblock)
+    assert isinstance(record, ErrorRecord) and record.reason == "audio.unreadable"
+    assert "FIFO" in record.message and str(fifo) in record.message
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_endless_device_is_refused_without_reading() -> None:
+    """In a child process with 3 GiB of address space: a regression that reads /dev/zero
+    fails there, instead of taking the machine's memory."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    code = (
+        "from apa.audio import load_audio_or_error\n"
+        "r = load_audio_or_error('u1', '/dev/zero')\n"
+        "print(r.reason, r.message, sep='|')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit_memory,
+    )
+    assert done.returncode == 0, done.stderr
+    reason, message = done.stdout.strip().split("|")
+    assert reason == "audio.unreadable" and "a character device" in message
+
+
+def test_file_over_max_bytes_is_refused_from_its_size_without_reading(tmp_path: Path) -> None:
+    big = tmp_path / "big.wav"
+    with big.open("wb") as f:
+        f.write(wav(1.0))
+        f.truncate(64 * 1024 * 1024)  # sparse: costs no disk, 64 MiB to whoever reads it
+    config = AudioConfig(max_bytes=1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError) as info:
+            load_audio(big, config)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.reason == "audio.too_large"
+    assert "67,108,864 bytes" in info.value.message and "1,048,576-byte" in info.value.message
+    assert peak < 256 * 1024, f"{peak:,} bytes allocated refusing it"
+
+
+def test_file_at_max_bytes_is_read_and_one_byte_over_is_not(tmp_path: Path) -> None:
+    data = wav(1.0)
+    path = tmp_path / "a.wav"
+    path.write_bytes(data)
+    assert audio_mod.read_audio_bytes(path, AudioConfig(max_bytes=len(data))) == data
+    with pytest.raises(AudioError) as info:
+        audio_mod.read_audio_bytes(path, AudioConfig(max_bytes=len(data) - 1))
+    assert info.value.reason == "audio.too_large" and str(path) in info.value.message
+
+
+def test_read_without_a_config_takes_the_limit_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch job's fetch stage calls ``read_audio_bytes(uri)``: still limited."""
+    path = tmp_path / "a.wav"
+    path.write_bytes(wav(1.0))
+    monkeypatch.setenv("APA_AUDIO_MAX_BYTES", "1000")
+    with pytest.raises(AudioError) as info:
+        audio_mod.read_audio_bytes(str(path))
+    assert info.value.reason == "audio.too_large" and "1,000-byte" in info.value.message
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="no /proc")
+def test_file_larger_than_its_reported_size_is_capped() -> None:
+    """``/proc`` files say they are 0 bytes (as a file growing after its size was read
+    would): the read itself stops one byte past the limit."""
+    with pytest.raises(AudioError) as info:
+        load_audio("/proc/self/maps", AudioConfig(max_bytes=100))
+    assert info.value.reason == "audio.too_large"
+    assert "more than 100 bytes" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -474,7 +625,7 @@ def test_directory_is_unreadable(tmp_path: Path) -> None:
 def test_read_failures_become_audio_errors(
     raised: Exception, code: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fail(uri: str) -> bytes:
+    def fail(uri: str, *, max_bytes: int | None = None) -> bytes:
         raise raised
 
     monkeypatch.setattr(storage, "read_bytes", fail)
@@ -534,6 +685,42 @@ def test_s3_load(s3) -> None:
     with pytest.raises(AudioError) as info:
         load_audio(f"s3://{bucket}/wav/missing.wav")
     assert info.value.reason == "audio.not_found"
+
+
+def test_s3_object_over_max_bytes_is_refused_from_its_size(
+    s3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size comes from the object's metadata (a HEAD): the object is never fetched."""
+    client, bucket = s3
+    data = wav(1.0)
+    client.put_object(Bucket=bucket, Key="wav/big.wav", Body=data)
+    opened: list[str] = []
+    real = storage.filesystem
+
+    def spy(uri: str):
+        fs, path = real(uri)
+        opening = fs.open_input_stream
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(fs, name)
+
+            def open_input_stream(self, *args, **kwargs):
+                opened.append(args[0])
+                return opening(*args, **kwargs)
+
+        return Spy(), path
+
+    monkeypatch.setattr(storage, "filesystem", spy)
+    with pytest.raises(AudioError) as info:
+        load_audio(f"s3://{bucket}/wav/big.wav", AudioConfig(max_bytes=1000))
+    assert info.value.reason == "audio.too_large"
+    assert f"{len(data):,} bytes" in info.value.message and opened == []
+    assert load_audio(f"s3://{bucket}/wav/big.wav").duration_s == pytest.approx(1.0)
+    assert opened == [f"{bucket}/wav/big.wav"]
+    with pytest.raises(AudioError) as info:
+        load_audio(f"s3://{bucket}/wav")  # a prefix, not an object
+    assert info.value.reason == "audio.unreadable" and "prefix" in info.value.message
 
 
 def test_import_pulls_in_neither_ray_nor_torch() -> None:

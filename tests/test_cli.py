@@ -181,3 +181,136 @@ def test_prepare_writes_a_manifest_that_reads_back(tmp_path: Path, sample_dir: P
     assert len(manifest.utterances) == 100 and not manifest.errors
     first = manifest.utterances[0]
     assert Path(first.audio).is_file() and first.phones is not None
+
+
+# --- apa score: bad inputs end as error rows or a clear refusal, never a hang or a crash ---
+
+
+def _score(*args: str, timeout: float = 300, fifo: Path | None = None):
+    """``apa score`` in a thread, failing (not hanging) the test if it has not finished
+    within ``timeout``; a writer that comes and goes then frees a reader blocked on ``fifo``."""
+    import os
+    import threading
+
+    done: list = []
+    thread = threading.Thread(
+        target=lambda: done.append(runner.invoke(app, ["score", *args])), daemon=True
+    )
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        if fifo is not None:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"apa score still running after {timeout} s")
+    return done[0]
+
+
+def _errors(out: Path) -> list:
+    from apa.schema import ErrorRecord
+
+    rows = tables.read_table(str(out / "errors.parquet")).to_pylist()
+    return [ErrorRecord.model_validate(r) for r in rows]
+
+
+def _float_wav(path: Path, peak: float) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(16000) / 16000
+    sf.write(path, (peak * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, "FLOAT")
+    return path
+
+
+def test_score_turns_each_bad_input_into_its_error_row(
+    tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from apa.data.speechocean762 import prepare_speechocean762
+    from apa.scoring.summary import RunSummary
+
+    monkeypatch.setenv("APA_AUDIO_MAX_BYTES", str(1024 * 1024))
+    good = prepare_speechocean762(sample_dir / "test").utterances[0]
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.wav"
+    with big.open("wb") as f:
+        f.truncate(8 * 1024 * 1024)  # sparse
+    rows = {
+        "good": {"audio": good.audio, "text": good.text},
+        "long_text": {"audio": good.audio, "text": "WE CALL IT BEAR " * 320},
+        "fifo": {"audio": str(fifo), "text": good.text},
+        "directory": {"audio": str(tmp_path), "text": good.text},
+        "big": {"audio": str(big), "text": good.text},
+        "extreme_float": {"audio": str(_float_wav(tmp_path / "loud.wav", 3e38)), "text": "WE"},
+    }
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": k, **v}) + "\n" for k, v in rows.items()))
+    out = tmp_path / "scores"
+    result = _score(
+        "--input", str(manifest), "--output", str(out), "--model", "builtin:gop", fifo=fifo
+    )
+    assert result.exit_code == 0, result.output
+    summary = RunSummary.model_validate_json((out / "summary.json").read_text())
+    assert (summary.inputs, summary.scored, summary.errors) == (6, 1, 5)
+    errors = {e.utterance_id: e for e in _errors(out)}
+    assert {k: e.reason for k, e in errors.items()} == {
+        "long_text": "input.text_too_long",
+        "fifo": "audio.unreadable",
+        "directory": "audio.unreadable",
+        "big": "audio.too_large",
+        "extreme_float": "audio.out_of_range",
+    }
+    assert "5,120 characters, over the 1,000-character limit" in errors["long_text"].message
+    assert "FIFO" in errors["fifo"].message
+    assert "8,388,608 bytes" in errors["big"].message
+
+
+def test_score_text_limit_comes_from_the_environment(
+    tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apa.data.speechocean762 import prepare_speechocean762
+    from apa.scoring.summary import RunSummary
+
+    utterances = prepare_speechocean762(sample_dir / "test").utterances[:2]
+    short, long = sorted(utterances, key=lambda u: len(u.text))
+    assert len(short.text) < len(long.text)
+    monkeypatch.setenv("APA_MAX_TEXT_CHARS", str(len(short.text)))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({"id": u.id, "audio": u.audio, "text": u.text}) + "\n" for u in (short, long)
+        )
+    )
+    out = tmp_path / "scores"
+    result = _score("--input", str(manifest), "--output", str(out), "--model", "builtin:gop")
+    assert result.exit_code == 0, result.output
+    summary = RunSummary.model_validate_json((out / "summary.json").read_text())
+    assert summary.errors_by_reason == {"input.text_too_long": 1}
+    (error,) = _errors(out)
+    assert error.utterance_id == long.id
+
+
+def test_score_refuses_a_truncated_gzip_manifest_with_its_reason(
+    tmp_path: Path, sample_dir: Path
+) -> None:
+    """It ended with a bare "Aborted." (an uncaught EOFError); now exit 2 and why, before
+    any model is loaded or anything scored."""
+    import gzip
+
+    from apa.data.speechocean762 import prepare_speechocean762
+
+    utterances = prepare_speechocean762(sample_dir / "test").utterances
+    lines = "".join(
+        json.dumps({"id": u.id, "audio": u.audio, "text": u.text}) + "\n" for u in utterances
+    )
+    data = gzip.compress(lines.encode())
+    manifest = tmp_path / "m.jsonl.gz"
+    manifest.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "scores"
+    result = _score("--input", str(manifest), "--output", str(out), "--model", "builtin:gop")
+    assert result.exit_code == 2, result.output
+    assert "Aborted" not in result.output
+    assert "truncated gzip data" in result.output and str(manifest) in result.output
+    assert "refusing the whole file" in result.output
+    assert not out.exists()

@@ -290,20 +290,34 @@ def _has_parts(out: str, commit: Commit) -> bool:
     )
 
 
-def recover(out: str) -> list[Commit]:
+@dataclass
+class Repairs:
+    """What :func:`recover` had to repair (counts add up over the calls given the same one)."""
+
+    removed: int = 0
+    """uncommitted parts, stray partial files, superseded or part-less commits deleted"""
+    trimmed: int = 0
+    """commits trimmed because they held ids an earlier commit holds"""
+
+
+def recover(out: str, repairs: Repairs | None = None) -> list[Commit]:
     """Bring ``out`` to a consistent committed state (see the module docstring) and return
-    its commits, whose ids are done, each id in exactly one. Raises :class:`RecoverError`
-    when the directory keeps changing under it for :data:`MAX_RECOVER_ROUNDS` rounds."""
+    its commits, whose ids are done, each id in exactly one; what it repaired is added to
+    ``repairs``. Raises :class:`RecoverError` when the directory keeps changing under it
+    for :data:`MAX_RECOVER_ROUNDS` rounds."""
+    repairs = repairs if repairs is not None else Repairs()
     for _ in range(MAX_RECOVER_ROUNDS):
-        commits, changed = _recover_round(out)
-        if not changed:
+        commits, removed, trimmed = _recover_round(out)
+        repairs.removed += removed
+        repairs.trimmed += trimmed
+        if not trimmed:
             return commits
     raise RecoverError(f"{out}: still changing after {MAX_RECOVER_ROUNDS} recover rounds")
 
 
-def _recover_round(out: str) -> tuple[list[Commit], bool]:
-    """One pass of :func:`recover`; returns the commits and whether it changed anything
-    that calls for another pass (a trim)."""
+def _recover_round(out: str) -> tuple[list[Commit], int, int]:
+    """One pass of :func:`recover`; returns the commits, how many files it removed and how
+    many commits it trimmed (a trim calls for another pass)."""
     listed = [(fs, info) for table in TABLES for fs, info in _list(storage.resolve(out, table))]
     commits = read_commits(out)
     removed = 0
@@ -347,7 +361,7 @@ def _recover_round(out: str) -> tuple[list[Commit], bool]:
             removed=removed,
             trimmed=trimmed,
         )
-    return live, trimmed > 0
+    return live, removed, trimmed
 
 
 def _trim_duplicates(out: str, commits: Sequence[Commit]) -> int:
@@ -425,9 +439,11 @@ def done_ids(commits: Iterable[Commit]) -> set[str]:
     return {i for c in commits for i in c.ids}
 
 
-def missing_ids(out: str, sent: Iterable[str]) -> tuple[list[Commit], set[str]]:
+def missing_ids(
+    out: str, sent: Iterable[str], repairs: Repairs | None = None
+) -> tuple[list[Commit], set[str]]:
     """After a run: :func:`recover` ``out``, then the ids of ``sent`` that no commit holds
     (lost to a task that died for good or to a concurrent run's recover); the run scores
     them again. Returns the commits too."""
-    commits = recover(out)
+    commits = recover(out, repairs)
     return commits, set(sent) - done_ids(commits)

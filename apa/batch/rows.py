@@ -29,24 +29,28 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from apa import failpoints
 from apa.audio import Audio, AudioConfig, decode_audio, read_audio_bytes
 from apa.batch.commits import Commit, commit_part_set
 from apa.errors import ApaError, AudioError, InputError
 from apa.lexicon import Lexicon
 from apa.schema import Assessment, ErrorRecord, Utterance
 from apa.scoring.pipeline import score_prepared
-from apa.scoring.prepare import prepare
+from apa.scoring.prepare import check_text_length, prepare
 from apa.scoring.scorer import PreparedUtterance, Scorer, ScorerInfo
+from apa.scoring.settings import DEFAULT_MAX_TEXT_CHARS
 
 _str = pa.string()
 INPUT_SCHEMA = pa.schema([("id", _str), ("utterance", _str), ("error", _str)])
-FETCHED_SCHEMA = INPUT_SCHEMA.append(pa.field("audio_bytes", pa.binary()))
+# 64-bit offsets: a block of large audio objects may pass 2 GiB in all, which the 32-bit
+# ``binary`` type refuses with ArrowCapacityError (and would take the whole job down).
+FETCHED_SCHEMA = INPUT_SCHEMA.append(pa.field("audio_bytes", pa.large_binary()))
 PREPARED_SCHEMA = pa.schema(
     [
         ("id", _str),
         ("utterance", _str),
         ("error", _str),
-        ("samples", pa.binary()),
+        ("samples", pa.large_binary()),
         ("sample_rate", pa.int32()),
         ("source_sample_rate", pa.int32()),
         ("source_channels", pa.int32()),
@@ -91,18 +95,30 @@ def input_blocks(rows: Iterable[dict], rows_per_block: int) -> Iterable[pa.Table
         yield pa.Table.from_pylist(block, schema=INPUT_SCHEMA)
 
 
-def fetch(batch: pa.Table) -> pa.Table:
-    """Read each row's encoded audio bytes (local path or ``s3://``); a missing or
-    unreadable file becomes the row's ``audio.not_found``/``audio.unreadable`` error."""
+def fetch(
+    batch: pa.Table,
+    *,
+    audio_config: AudioConfig | None = None,
+    max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
+) -> pa.Table:
+    """Read each row's encoded audio bytes (local path or ``s3://``), once its reference text
+    has passed the length limit (a text over it is ``input.text_too_long`` and its audio is
+    never read). The reader checks the
+    size before reading and reads through a capped stream (:func:`apa.audio.
+    read_audio_bytes`), so a huge, endless or non-regular source costs nothing; any failure
+    becomes the row's error (``audio.not_found``, ``audio.unreadable``, ``audio.too_large``,
+    ...), never the task's."""
+    config = audio_config if audio_config is not None else AudioConfig()
     out = []
     for row in batch.to_pylist():
         row["audio_bytes"] = None
         if row["error"] is None:
             utt = Utterance.model_validate_json(row["utterance"])
             try:
+                check_text_length(utt.text, max_text_chars)
                 if utt.audio is None:  # as apa.scoring.prepare.prepare says it
                     raise InputError("no_audio", f"{utt.id}: no audio reference")
-                row["audio_bytes"] = read_audio_bytes(utt.audio)
+                row["audio_bytes"] = read_audio_bytes(utt.audio, config)
             except ApaError as e:
                 row["error"] = e.record(utt.id).model_dump_json()
         out.append(row)
@@ -110,7 +126,11 @@ def fetch(batch: pa.Table) -> pa.Table:
 
 
 def decode_and_prepare(
-    batch: pa.Table, *, audio_config: AudioConfig | None = None, lexicon: Lexicon | None = None
+    batch: pa.Table,
+    *,
+    audio_config: AudioConfig | None = None,
+    lexicon: Lexicon | None = None,
+    max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
 ) -> pa.Table:
     """Decode and resample each row's audio to 16 kHz mono and fill its canonical phones
     (:func:`apa.scoring.prepare.prepare` with CMUdict as the fallback lexicon, as ``apa
@@ -127,7 +147,7 @@ def decode_and_prepare(
             except AudioError as e:
                 prepared = e.record(utt.id)
             else:
-                prepared = prepare(utt, lexicon=lexicon, audio=audio)
+                prepared = prepare(utt, lexicon=lexicon, audio=audio, max_text_chars=max_text_chars)
         if isinstance(prepared, ErrorRecord):
             row["error"] = prepared.model_dump_json()
         if isinstance(prepared, PreparedUtterance):
@@ -166,6 +186,7 @@ def score(batch: pa.Table, scorer: Scorer, *, batch_size: int) -> pa.Table:
         for r in rows
     ]
     results = score_prepared(scorer, items, batch_size)
+    failpoints.hit("batch.score.after_scoring")  # the actor dies with its batch scored
     info = scorer.info.model_dump_json()
     out = []
     for row, item, result in zip(rows, items, results, strict=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from apa.batch.commits import Commit
+from apa.batch.commits import Commit, Repairs
 from apa.scoring.scorer import ScorerInfo
 from apa.scoring.summary import RunSummary
 
@@ -24,6 +24,13 @@ class BatchSummary(RunSummary):
     skipped: int
     """inputs found done in the output directory (an earlier run's commits)"""
     output: str
+    passes: int = 1
+    """pipeline passes this run made (more than one: inputs lost to a concurrent run)"""
+    removed_uncommitted: int = 0
+    """files of part sets that never committed (a crashed run's) this run removed"""
+    duplicates_trimmed: int = 0
+    """commits this run trimmed because an id was committed twice (two runs into the same
+    output at once); each id still ends up exactly once"""
 
 
 def summarise_commits(
@@ -33,6 +40,8 @@ def summarise_commits(
     wall_seconds: float,
     output: str,
     audio_seconds_this_run: float,
+    repairs: Repairs | None = None,
+    passes: int = 1,
 ) -> BatchSummary:
     """The job's summary from all commits in the output; rates are over this run's work
     (``processed`` inputs and ``audio_seconds_this_run`` in ``wall_seconds``)."""
@@ -57,4 +66,7 @@ def summarise_commits(
         processed=processed,
         skipped=inputs - processed,
         output=output,
+        passes=passes,
+        removed_uncommitted=repairs.removed if repairs else 0,
+        duplicates_trimmed=repairs.trimmed if repairs else 0,
     )

@@ -13,7 +13,13 @@ Every row becomes one :class:`~apa.schema.Utterance` or one :class:`~apa.schema.
 a row with no usable id (a malformed JSON line, a CSV row with the wrong number of cells, an
 empty id) is counted under a synthetic id ``<row N>`` (N: the line of a JSONL file, the data
 row of a CSV or Parquet file, from 1); the rows sharing an id become one ``input.duplicate_id``
-row for that id, since none of them can be told to be the right one.
+row for that id, since none of them can be told to be the right one. A line or cell that is
+not valid UTF-8 is that row's ``input.malformed_row``.
+
+A compressed manifest that does not decompress to its end (truncated by an interrupted copy
+or upload, or corrupt) is refused as a whole with :class:`DamagedManifestError`: the rows
+before the damage could be read, but not how many came after it, so scoring them would
+score part of the input as if it were all of it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -51,6 +58,14 @@ FORMATS: dict[str, str] = {
 
 Row = dict[str, Any]
 
+_CHUNK = 1024 * 1024
+
+
+class DamagedManifestError(ValueError):
+    """A compressed manifest or sidecar that does not decompress to its end. A
+    ``ValueError``, as every refusal of a whole input is, so ``apa score`` and the batch job
+    stop with its message (exit 2) before scoring anything."""
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -73,6 +88,43 @@ def manifest_format(uri: str) -> str:
         if lower.endswith(ending):
             return fmt
     raise ValueError(f"{uri}: unknown manifest format (use one of {', '.join(FORMATS)})")
+
+
+def decompressed(uri: str, data: bytes) -> bytes:
+    """``data`` as it is, or gunzipped when ``uri`` ends in ``.gz`` (every member of it).
+    Raises :class:`DamagedManifestError` when the data is not gzip, is truncated or fails
+    its checksum."""
+    if not uri.lower().endswith(".gz"):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        damage = "truncated" if isinstance(e, EOFError) else "corrupt"
+        lines = _lines_before_damage(data)
+        where = f" after {lines:,} complete lines" if lines else ""
+        raise DamagedManifestError(
+            f"{uri}: {damage} gzip data ({e}){where}; refusing the whole file rather than "
+            f"scoring only the rows before the damage: copy or compress it again"
+        ) from None
+
+
+def _lines_before_damage(data: bytes) -> int:
+    """How many complete lines decompress before gzip data fails (for the message only):
+    fed in pieces, so what precedes the damage is counted."""
+    lines, rest = 0, data
+    try:
+        while rest:
+            member = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer
+            for start in range(0, len(rest), _CHUNK):
+                lines += member.decompress(rest[start : start + _CHUNK]).count(b"\n")
+                if member.eof:
+                    rest = member.unused_data + rest[start + _CHUNK :]
+                    break
+            else:
+                return lines  # ran out of data: truncated
+    except zlib.error:
+        pass
+    return lines
 
 
 def _jsonl_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
@@ -119,7 +171,9 @@ def _csv_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
         read_options=pacsv.ReadOptions(use_threads=False),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
         convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in header}, strings_can_be_null=False
+            # bytes, decoded cell by cell: invalid UTF-8 is then one row's error, not the file's
+            column_types={name: pa.binary() for name in header},
+            strings_can_be_null=False,
         ),
     )
     number = 0
@@ -128,8 +182,24 @@ def _csv_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
         while number in bad:
             yield number, bad.pop(number)
             number += 1
-        yield number, row
+        yield number, _decoded_cells(number, row)
     yield from sorted(bad.items())
+
+
+def _decoded_cells(number: int, row: dict[str, Any]) -> Row | ApaError:
+    """A CSV row of byte cells as text, or its ``input.malformed_row`` for invalid UTF-8."""
+    out: Row = {}
+    for name, value in row.items():
+        try:
+            out[name] = value.decode("utf-8") if isinstance(value, bytes) else value
+        except UnicodeDecodeError as e:
+            raw = b",".join(v for v in row.values() if isinstance(v, bytes))
+            return InputError(
+                "malformed_row",
+                f"CSV row {number}: {name} is not valid UTF-8 text ({e.reason} at byte {e.start})",
+                raw=raw.decode("utf-8", errors="replace")[:2000],
+            )
+    return out
 
 
 def _parquet_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
@@ -261,11 +331,10 @@ def read_manifest(uri: str | Path, lexicon: Lexicon | None = None) -> Manifest:
 def read_rows(uri: str) -> Iterator[tuple[int, Row | ApaError]]:
     """The numbered raw rows of a manifest-format file (format by ending, ``.gz``
     decompressed): a dict per row, or the error that row is. Raises ``ValueError`` for an
-    unknown ending and ``FileNotFoundError``/``OSError`` when the file cannot be read."""
+    unknown ending or damaged compressed data (:class:`DamagedManifestError`), and
+    ``FileNotFoundError``/``OSError`` when the file cannot be read."""
     fmt = manifest_format(uri)
-    data = storage.read_bytes(uri)
-    if uri.lower().endswith(".gz"):
-        data = gzip.decompress(data)
+    data = decompressed(uri, storage.read_bytes(uri))
     return {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](data)
 
 

@@ -14,7 +14,6 @@ stem, or two sidecar rows) one ``input.duplicate_id`` row, an empty text ``input
 
 from __future__ import annotations
 
-import gzip
 import posixpath
 from collections import defaultdict
 
@@ -24,6 +23,7 @@ from apa import storage
 from apa.data.manifest import (
     Manifest,
     Row,
+    decompressed,
     manifest_format,
     read_rows,
     rows_to_manifest,
@@ -50,7 +50,14 @@ def list_audio(prefix: str) -> list[str]:
 
 
 def _kaldi_text_rows(data: bytes):
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            message = f"line {number}: not valid UTF-8 text ({e.reason} at byte {e.start})"
+            raw_text = raw.decode("utf-8", errors="replace")[:2000]
+            yield number, InputError("malformed_row", message, raw=raw_text)
+            continue
         if line.strip():
             utt_id, _, text = line.strip().partition(" ")
             yield number, {"id": utt_id, "text": text.strip()}
@@ -61,10 +68,7 @@ def read_texts(uri: str) -> list[tuple[int, Row | ApaError]]:
     try:
         manifest_format(uri)
     except ValueError:  # no manifest ending: a Kaldi ``text`` file
-        data = storage.read_bytes(uri)
-        if uri.lower().endswith(".gz"):
-            data = gzip.decompress(data)
-        return list(_kaldi_text_rows(data))
+        return list(_kaldi_text_rows(decompressed(uri, storage.read_bytes(uri))))
     return list(read_rows(uri))
 
 

@@ -22,6 +22,7 @@ from apa.log import get_logger
 from apa.schema import Assessment, ErrorRecord, Utterance
 from apa.scoring.prepare import prepare
 from apa.scoring.scorer import PreparedUtterance, Scorer, ScoreResult
+from apa.scoring.settings import DEFAULT_MAX_TEXT_CHARS
 
 log = get_logger(__name__)
 
@@ -84,9 +85,7 @@ def score_prepared(
 ) -> list[ScoreResult]:
     """Score a window of prepared items: error records pass through, the prepared ones go
     in :func:`length_batches` through :func:`score_batch`; results in input order."""
-    results: list[ScoreResult | None] = [
-        p if isinstance(p, ErrorRecord) else None for p in items
-    ]
+    results: list[ScoreResult | None] = [p if isinstance(p, ErrorRecord) else None for p in items]
     ready_at = [i for i, p in enumerate(items) if isinstance(p, PreparedUtterance)]
     ready = [items[i] for i in ready_at]
     for batch in length_batches(ready, batch_size):
@@ -104,13 +103,19 @@ def score_utterances(
     window: int | None = None,
     lexicon: Lexicon | None = None,
     audio_config: AudioConfig | None = None,
+    max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
     on_result: OnResult | None = None,
 ) -> Iterator[ScoreResult]:
-    """Score ``utterances`` lazily; yields one result per input, in input order."""
+    """Score ``utterances`` lazily; yields one result per input, in input order (see
+    :func:`~apa.scoring.prepare.prepare` for ``lexicon``, ``audio_config``,
+    ``max_text_chars``)."""
     window = window or max(batch_size * 8, 32)
     it = iter(utterances)
     while chunk := list(itertools.islice(it, window)):
-        prepared = [prepare(u, lexicon=lexicon, audio_config=audio_config) for u in chunk]
+        prepared = [
+            prepare(u, lexicon=lexicon, audio_config=audio_config, max_text_chars=max_text_chars)
+            for u in chunk
+        ]
         results = score_prepared(scorer, prepared, batch_size)
         for p, result in zip(prepared, results, strict=True):
             if on_result is not None:

@@ -3,7 +3,8 @@ in; out, the assessment trimmed to the levels the caller wants, with integer sco
 
 The checks are the batch pipeline's (:func:`apa.scoring.prepare.prepare`, :func:`apa.audio.
 decode_audio`), so a request is refused for the same reasons, with the same ``stage.code``
-strings, as a row of a batch job; a request adds one check of its own, the length of the text.
+strings, as a row of a batch job (the length of the text included:
+:func:`apa.scoring.prepare.check_text_length`).
 
 >>> from apa.lexicon import Lexicon
 >>> lexicon = Lexicon({"WE": [["W", "IY0"]]})
@@ -26,8 +27,9 @@ from apa.errors import ApaError, InputError
 from apa.lexicon import Lexicon, with_canonical_phones
 from apa.lmm.answer import nearest_score
 from apa.schema import Assessment, ErrorRecord, Level, Utterance
-from apa.scoring.prepare import prepare
+from apa.scoring.prepare import check_text_length, prepare
 from apa.scoring.scorer import PreparedUtterance
+from apa.scoring.settings import DEFAULT_MAX_TEXT_CHARS
 from apa.text import words_of
 
 LEVELS: tuple[Level, ...] = ("sentence", "word", "phone")
@@ -40,7 +42,7 @@ def prepare_request(
     *,
     lexicon: Lexicon,
     audio_config: AudioConfig | None = None,
-    max_text_chars: int | None = None,
+    max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
 ) -> PreparedUtterance | ErrorRecord:
     """Check the text (not empty, at most ``max_text_chars``, every word in ``lexicon``)
     before decoding any audio, then decode the audio; the first failure is returned as an
@@ -48,19 +50,14 @@ def prepare_request(
     try:
         if not text.strip():
             raise InputError("empty_text", "the reference text is empty")
-        if max_text_chars is not None and len(text) > max_text_chars:
-            raise InputError(
-                "text_too_long",
-                f"the reference text has {len(text):,} characters, over the "
-                f"{max_text_chars:,}-character limit",
-            )
+        check_text_length(text, max_text_chars)
         if not words_of(text):
             raise InputError("empty_text", "the reference text has no words, only punctuation")
         utterance = with_canonical_phones(Utterance(id=request_id, text=text), lexicon)
         decoded = decode_audio(audio, audio_config)
     except ApaError as e:
         return e.record(request_id)
-    return prepare(utterance, lexicon=lexicon, audio=decoded)
+    return prepare(utterance, lexicon=lexicon, audio=decoded, max_text_chars=max_text_chars)
 
 
 def assessment_view(

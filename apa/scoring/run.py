@@ -29,13 +29,16 @@ def run_scoring(
     progress: bool = False,
 ) -> RunSummary:
     """Score every input and write ``utterances``/``words``/``phones``/``errors`` Parquet
-    tables and ``summary.json`` into ``output_uri``. Inputs = scored + errors, always."""
+    tables and ``summary.json`` into ``output_uri``. Inputs = scored + errors, always.
+
+    The input is read before the model is loaded, so an input that cannot be read as a
+    whole (``FileNotFoundError``/``OSError``/``ValueError``) fails fast."""
+    source = read_utterances(input_uri)
     started = time.perf_counter()
     scorer = load_scorer(settings)
     log.info(
         "scorer_loaded", **scorer.info.model_dump(), seconds=round(time.perf_counter() - started, 2)
     )
-    source = read_utterances(input_uri)
     utterances = source.utterances
     read_errors = source.errors
     if limit is not None:  # the first N readable utterances; read errors are all reported
@@ -67,6 +70,7 @@ def run_scoring(
         scorer,
         batch_size=settings.batch_size,
         lexicon=Lexicon.cmudict(),
+        max_text_chars=settings.max_text_chars,
         on_result=on_result,
     )
     for result in _with_progress(stream, len(utterances), enabled=progress):

@@ -9,6 +9,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "auto"
+DEFAULT_MAX_TEXT_CHARS = 1000
+"""Longest reference text scored, in characters. A read sentence is well under 300; the work
+of scoring grows with the text (a 5,000-character text took minutes and gigabytes for one
+row), so a longer one is refused as ``input.text_too_long`` before any of it is done."""
 
 
 class ScoringSettings(BaseSettings):
@@ -25,6 +29,12 @@ class ScoringSettings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
     batch_size: int = Field(default=8, ge=1, description="utterances per model call")
+    max_text_chars: int = Field(
+        default=DEFAULT_MAX_TEXT_CHARS,
+        gt=0,
+        description="longest reference text in characters; longer is refused as "
+        "input.text_too_long (apa score, the batch job and the service alike)",
+    )
     mode: Literal["one-pass", "generate"] | None = Field(
         default=None,
         description="LMM decoding: 'generate' fills the answer slot by slot with constrained "

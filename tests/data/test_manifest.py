@@ -272,3 +272,88 @@ def test_human_scores_round_trip_through_manifests(tmp_path: Path, s3) -> None:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def _many_rows(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"u{i}", "audio": f"{i}.wav", "text": "WE CALL"} for i in range(n)]
+
+
+def _damaged_gzip(damage: str, text: str) -> bytes:
+    data = gzip.compress(text.encode(), mtime=0)
+    if damage == "truncated":
+        return data[: len(data) // 2]
+    if damage == "checksum":  # the CRC32 in the 8-byte trailer
+        return data[:-8] + bytes(b ^ 0xFF for b in data[-8:-4]) + data[-4:]
+    if damage == "not_gzip":
+        return text.encode()
+    if damage == "corrupt_stream":
+        return data[:12] + b"\xff" * 16 + data[28:]
+    raise AssertionError(damage)
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ("truncated", ["truncated gzip data", "end-of-stream marker"]),
+        ("checksum", ["corrupt gzip data (CRC check failed); refusing"]),
+        ("not_gzip", ["corrupt gzip data (Not a gzipped file"]),
+        ("corrupt_stream", ["corrupt gzip data", "while decompressing"]),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".csv.gz"])
+def test_damaged_gzip_manifest_is_refused_as_a_whole(
+    tmp_path: Path, damage: str, words: list[str], suffix: str
+) -> None:
+    """Never a bare EOFError (``apa score`` printed only "Aborted."), never a prefix scored
+    as if it were the whole input: a ValueError naming the file and the damage."""
+    from apa.data.manifest import DamagedManifestError
+
+    rows = _many_rows(2000)
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(_damaged_gzip(damage, _jsonl(rows) if "jsonl" in suffix else _csv(rows)))
+    with pytest.raises(DamagedManifestError) as info:
+        read_manifest(path)
+    assert isinstance(info.value, ValueError)
+    message = str(info.value)
+    assert str(path) in message and "refusing the whole file" in message
+    for word in words:
+        assert word in message, message
+
+
+def test_truncated_gzip_manifest_says_how_far_it_reads(tmp_path: Path) -> None:
+    from apa.data.manifest import DamagedManifestError
+
+    text = _jsonl(_many_rows(5000))
+    data = gzip.compress(text.encode(), mtime=0)
+    path = tmp_path / "m.jsonl.gz"
+    path.write_bytes(data[: len(data) * 3 // 4])
+    with pytest.raises(DamagedManifestError, match=r"after [\d,]+ complete lines") as info:
+        read_manifest(path)
+    lines = int(str(info.value).split("after ")[1].split(" complete")[0].replace(",", ""))
+    assert 0 < lines < 5000
+
+
+def test_multi_member_gzip_manifest_is_read_whole(tmp_path: Path) -> None:
+    """``cat a.jsonl.gz b.jsonl.gz`` is valid gzip: every member is read."""
+    path = tmp_path / "m.jsonl.gz"
+    path.write_bytes(
+        gzip.compress(_jsonl(ROWS[:1]).encode()) + gzip.compress(_jsonl(ROWS[1:]).encode())
+    )
+    _check_rows(read_manifest(path), str(tmp_path))
+
+
+def test_invalid_utf8_is_one_error_row_in_jsonl_and_csv(tmp_path: Path) -> None:
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_bytes(
+        b'{"id": "bad", "audio": "a.wav", "text": "WE \xff CALL"}\n'
+        b'{"id": "good", "audio": "b.wav", "text": "WE CALL"}\n'
+    )
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_bytes(b"id,audio,text\nbad,a.wav,WE \xff CALL\ngood,b.wav,WE CALL\n")
+    for path, where in ((jsonl, "line 1"), (csv_path, "CSV row 1: text")):
+        manifest = read_manifest(path)
+        assert [u.id for u in manifest.utterances] == ["good"]
+        (error,) = manifest.errors
+        assert (error.utterance_id, error.reason) == ("<row 1>", "input.malformed_row")
+        assert where in error.message and "utf-8" in error.message.lower()
+        assert "WE \ufffd CALL" in error.raw

@@ -1,0 +1,98 @@
+"""The batch job's stages called directly (no Ray): every bad input becomes its row's error,
+never the task's exception, and every stage returns as many rows as it got."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile as sf
+
+from apa.audio import AudioConfig
+from apa.batch import rows as stages
+from apa.schema import ErrorRecord, Utterance
+
+
+def _input(utterances: list[Utterance]) -> pa.Table:
+    return next(stages.input_blocks(stages.input_rows(utterances, [], skip=set()), 1000))
+
+
+def _reasons(table: pa.Table) -> dict[str, str | None]:
+    return {
+        row["id"]: (ErrorRecord.model_validate_json(row["error"]).reason if row["error"] else None)
+        for row in table.to_pylist()
+    }
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    good = tmp_path / "good.wav"
+    t = np.arange(16000) / 16000
+    sf.write(good, 0.3 * np.sin(2 * np.pi * 220 * t), 16000, subtype="PCM_16")
+    huge = tmp_path / "huge.wav"  # sparse: 2 GiB + 1 byte on paper, nothing on disk
+    with huge.open("wb") as f:
+        f.truncate(2**31 + 1)
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    return {"good": good, "huge": huge, "fifo": fifo, "dir": tmp_path}
+
+
+def test_fetch_turns_each_bad_source_into_its_row_error(inputs: dict[str, Path]) -> None:
+    """Before: a >= 2 GiB object raised ArrowCapacityError for the whole block, a FIFO hung
+    the task forever, and a 5,000-character text went on to the model."""
+    utterances = [
+        Utterance(id="good", text="we call", audio=str(inputs["good"])),
+        Utterance(id="huge", text="we call", audio=str(inputs["huge"])),
+        Utterance(id="fifo", text="we call", audio=str(inputs["fifo"])),
+        Utterance(id="dir", text="we call", audio=str(inputs["dir"])),
+        Utterance(id="missing", text="we call", audio=str(inputs["dir"] / "nope.wav")),
+        Utterance(id="long", text="we " * 2000, audio=str(inputs["huge"])),
+        Utterance(id="no-audio", text="we call", audio=None),
+    ]
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(out=stages.fetch(_input(utterances))))
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # free the reader a regression left blocked on the FIFO
+        with open(inputs["fifo"], "wb"):
+            pass
+        pytest.fail("fetch blocked on a FIFO")
+    fetched = result["out"]
+    assert fetched.num_rows == len(utterances)
+    assert fetched.schema.field("audio_bytes").type == pa.large_binary()
+    assert _reasons(fetched) == {
+        "good": None,
+        "huge": "audio.too_large",
+        "fifo": "audio.unreadable",
+        "dir": "audio.unreadable",
+        "missing": "audio.not_found",
+        "long": "input.text_too_long",
+        "no-audio": "input.no_audio",
+    }
+    sizes = {r["id"]: len(r["audio_bytes"] or b"") for r in fetched.to_pylist()}
+    assert sizes["good"] > 0 and sizes["huge"] == 0
+
+
+def test_the_text_limit_is_the_jobs_setting(inputs: dict[str, Path]) -> None:
+    utt = Utterance(id="u", text="we call it bear", audio=str(inputs["good"]))
+    assert _reasons(stages.fetch(_input([utt]), max_text_chars=10)) == {"u": "input.text_too_long"}
+    assert _reasons(stages.fetch(_input([utt]), max_text_chars=None)) == {"u": None}
+
+
+def test_decode_refuses_extreme_float_samples_as_a_row_error(tmp_path: Path) -> None:
+    """Before: a float WAV with samples around 3e38 passed and made the model's
+    distributions non-finite."""
+    path = tmp_path / "extreme.wav"
+    samples = np.full(16000, 3e38, dtype=np.float32)
+    samples[::2] *= -1
+    sf.write(path, samples, 16000, subtype="FLOAT")
+    utt = Utterance(id="x", text="we call", audio=str(path))
+    prepared = stages.decode_and_prepare(
+        stages.fetch(_input([utt])), audio_config=AudioConfig(), lexicon=None
+    )
+    assert prepared.num_rows == 1
+    assert _reasons(prepared) == {"x": "audio.out_of_range"}
