@@ -16,6 +16,13 @@ owns ``/-/healthz`` and ``/-/routes`` at the root):
 - ``GET /v1/models``: the base model, adapter, backend and whether the weights are random.
 - ``GET /openapi.json``.
 
+Limits, each answered by this code as problem JSON (:mod:`serve.errors`): a JSON body nested
+deeper than ``max_json_depth`` or holding over ``max_json_items`` (400 ``request.too_deep``,
+``request.too_complex``: measured before parsing), a body
+not in within ``body_timeout_s`` (408 ``request.timeout``), and admission control
+(:mod:`serve.admission`: 429 ``client.rate_limited``, 503 ``server.overloaded``, both with
+``Retry-After``). Ray's own ingress limits sit far above, a last resort.
+
 Serve config: ``import_path: serve.app:build_app`` with ``args`` holding
 :class:`~serve.settings.ServeSettings` fields.
 """
@@ -32,7 +39,14 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -49,14 +63,29 @@ from apa.scoring.pipeline import score_batch
 from apa.scoring.registry import load_scorer
 from apa.scoring.request import LEVELS, assessment_view, prepare_request
 from apa.scoring.scorer import PreparedUtterance, ScoreResult
+from serve.admission import Admission, client_identity
 from serve.auth import KeyChecker
 from serve.errors import PROBLEM_JSON, Problem
+from serve.json_depth import json_shape
 from serve.metrics import IngressMetrics, ScorerMetrics
 from serve.settings import ServeSettings
 
 log = get_logger(__name__)
 
 RequestId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
+
+
+def _encodable(text: str) -> str:
+    """JSON may carry a lone surrogate (``"\\ud800"``), which is no text: refuse it here as
+    the client's mistake, before code further on chokes on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode text ({e.reason} at {e.start})") from e
+    return text
+
+
+ReferenceText = Annotated[str, AfterValidator(_encodable)]
 
 
 class AssessmentOptions(BaseModel):
@@ -84,7 +113,7 @@ class AssessmentRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(description="the reference text the speaker read")
+    text: ReferenceText = Field(description="the reference text the speaker read")
     audio_base64: str = Field(description="the encoded audio file (WAV, FLAC, OGG, MP3), base64")
     id: RequestId | None = Field(default=None, description="echoed as utterance_id")
     options: AssessmentOptions = Field(default_factory=AssessmentOptions)
@@ -161,26 +190,47 @@ def _validation_problem(errors: Any) -> Problem:
 class _Parsed(BaseModel):
     """A request, JSON or multipart, parsed: the audio still encoded."""
 
-    text: str
+    text: ReferenceText
     audio: bytes
     id: RequestId | None = None
     options: AssessmentOptions
 
 
-def _parse_json(body: bytes) -> _Parsed:
+def _parse_json(body: bytes, max_depth: int, max_items: int) -> _Parsed:
+    """Parse and validate a JSON body. Its shape is bounded first: ``json`` and pydantic
+    recurse once per level (a ``RecursionError`` past ~1000), and every item becomes a
+    Python object (16 MiB of ``[],`` would take ~400 MB)."""
+    shape = json_shape(body, max_depth=max_depth, max_items=max_items)
+    if shape.depth > max_depth:
+        raise _too_deep(max_depth)
+    if shape.items > max_items:
+        raise Problem(
+            "request.too_complex",
+            f"the JSON body holds more than {max_items} items (arrays, objects, members)",
+        )
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise Problem("request.malformed", f"the body is not valid JSON: {e}") from e
+    except RecursionError as e:  # unreachable past the depth check; kept as a backstop
+        raise _too_deep(max_depth) from e
     try:
         request = AssessmentRequest.model_validate(data)
     except ValidationError as e:
         raise _validation_problem(e.errors()) from e
+    except RecursionError as e:
+        raise _too_deep(max_depth) from e
     return _Parsed(
         text=request.text,
         audio=_decode_base64(request.audio_base64),
         id=request.id,
         options=request.options,
+    )
+
+
+def _too_deep(max_depth: int) -> Problem:
+    return Problem(
+        "request.too_deep", f"the JSON body nests deeper than {max_depth} arrays or objects"
     )
 
 
@@ -286,17 +336,29 @@ class Ingress:
         self.scorer = scorer
         self.metrics = IngressMetrics()
         self._retry = {"Retry-After": str(self.settings.retry_after_s)}
+        self.admission = Admission(
+            max_in_flight=self.settings.max_in_flight_requests,
+            max_per_client=self.settings.max_in_flight_per_client,
+            max_slow_uploads=self.settings.max_slow_uploads,
+            retry_after_s=self.settings.retry_after_s,
+        )
         log.info("ingress_ready", auth=self.auth.enabled)
 
     async def _answer(
         self, route: str, request: Request, handler: Callable[[], Awaitable[Response]]
     ) -> Response:
-        """Run ``handler``; a :class:`Problem` becomes its answer; count and log either way."""
+        """Run ``handler``; a :class:`Problem` becomes its answer, and so does any other
+        exception (a 500 ``server.error``: problem JSON too, never Ray's text/plain page);
+        count and log either way."""
         started = time.perf_counter()
         reason = None
         try:
             response = await handler()
         except Problem as problem:
+            response, reason = problem.response(), problem.reason
+        except Exception:
+            log.exception("request_failed", route=route)
+            problem = Problem("server.error", "the request failed on the server", status=500)
             response, reason = problem.response(), problem.reason
         seconds = time.perf_counter() - started
         self.metrics.answered(route, response.status_code, seconds)
@@ -356,11 +418,26 @@ class Ingress:
             "responses": {
                 str(code): {"description": text, "content": {PROBLEM_JSON: {}}}
                 for code, text in (
+                    (
+                        400,
+                        "malformed body, or JSON nested too deep (request.too_deep) or "
+                        "holding too many items (request.too_complex)",
+                    ),
                     (401, "no or wrong API key"),
+                    (408, "the body did not arrive within body_timeout_s (request.timeout)"),
                     (413, "upload or audio over the size limit"),
                     (415, "not JSON or multipart"),
                     (422, "bad audio, text or options (see 'reason')"),
-                    (503, "overloaded or not ready: retry after Retry-After seconds"),
+                    (
+                        429,
+                        "this client has too many assessments in flight "
+                        "(client.rate_limited): retry after Retry-After seconds",
+                    ),
+                    (
+                        503,
+                        "overloaded (server.overloaded) or not ready (server.not_ready): "
+                        "retry after Retry-After seconds",
+                    ),
                 )
             },
         },
@@ -382,9 +459,22 @@ class Ingress:
                 "request.unsupported_media_type",
                 f"send application/json or multipart/form-data, not {media or 'no content type'}",
             )
+        client = client_identity(
+            request.headers.get("authorization"),
+            request.client.host if request.client else None,
+            keyed=self.auth.enabled,
+        )
+        with self.admission.admit(client):
+            return await self._admitted(request, media)
+
+    async def _admitted(self, request: Request, media: str) -> Response:
+        """An admitted assessment: read, parse, decode, score."""
         body = await self._read_body(request)
         if media == "application/json":
-            parsed = _parse_json(body)
+            # In a thread: parsing a 16 MiB body would hold up every other request.
+            parsed = await run_in_threadpool(
+                _parse_json, body, self.settings.max_json_depth, self.settings.max_json_items
+            )
         else:
             parsed = await _parse_multipart(request, body)
         request_id = parsed.id or uuid.uuid4().hex
@@ -395,7 +485,7 @@ class Ingress:
             parsed.audio,
             lexicon=self.lexicon,
             audio_config=self.settings.audio,
-            max_text_chars=self.settings.max_text_chars,
+            max_text_chars=self.settings.scoring.max_text_chars,
         )
         if isinstance(prepared, ErrorRecord):
             raise Problem(prepared.reason, prepared.message)
@@ -418,6 +508,31 @@ class Ingress:
         return JSONResponse(view.model_dump(mode="json"))
 
     async def _read_body(self, request: Request) -> bytes:
+        """The whole body, within ``body_timeout_s``; a body still arriving after
+        ``slow_upload_s`` needs a slow-upload place (503 when none is free). Past either the
+        reading stops and the connection is closed, the rest of the body unread."""
+        settings = self.settings
+        reading = asyncio.ensure_future(self._receive_body(request))
+        try:
+            done, _ = await asyncio.wait({reading}, timeout=settings.slow_upload_s)
+            if not done:
+                with self.admission.slow_upload():
+                    left = settings.body_timeout_s - settings.slow_upload_s
+                    done, _ = await asyncio.wait({reading}, timeout=left)
+            if not done:
+                raise Problem(
+                    "request.timeout",
+                    f"the request body did not arrive within {settings.body_timeout_s:g} s",
+                )
+            return reading.result()
+        except Problem as problem:
+            # The rest of the body stays unread: the connection cannot carry another request.
+            problem.headers = {**problem.headers, "Connection": "close"}
+            raise
+        finally:
+            reading.cancel()  # a no-op once done
+
+    async def _receive_body(self, request: Request) -> bytes:
         limit = self.settings.max_upload_bytes
         too_large = Problem(
             "request.too_large", f"the request body is over the {limit:,}-byte limit"

@@ -2,12 +2,15 @@
 
 Every refusal carries ``type``, ``title``, ``status``, ``detail`` and a ``reason``: the same
 ``stage.code`` strings as the batch job's error rows (``audio.too_long``,
-``lexicon.unknown_word``), plus the service's own ``request.*``, ``auth.*`` and ``server.*``.
-A client's mistake is always a 4xx; a 5xx means the service is overloaded, not ready or
-broken.
+``lexicon.unknown_word``), plus the service's own ``request.*``, ``auth.*``, ``client.*``
+and ``server.*``. A client's mistake is always a 4xx (``client.rate_limited``, 429: this
+client has too many requests in flight); a 5xx means the service is overloaded or not ready
+(503, both with ``Retry-After``) or broken (500, ``server.error``).
 
 >>> status_for("audio.too_long"), status_for("audio.too_large"), status_for("model.failed")
 (422, 413, 500)
+>>> [status_for(r) for r in ("request.timeout", "client.rate_limited", "server.overloaded")]
+[408, 429, 503]
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ _TITLES: dict[int, str] = {
     401: "Unauthorized",
     404: "Not found",
     405: "Method not allowed",
+    408: "Request timeout",
     413: "Content too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -38,10 +43,14 @@ _STATUS_BY_REASON: dict[str, int] = {
     "request.too_large": 413,
     "request.unsupported_media_type": 415,
     "request.malformed": 400,
+    "request.too_deep": 400,
+    "request.too_complex": 400,
+    "request.timeout": 408,
     "request.not_found": 404,
     "request.method_not_allowed": 405,
     "auth.missing_key": 401,
     "auth.invalid_key": 401,
+    "client.rate_limited": 429,
     "server.overloaded": 503,
     "server.not_ready": 503,
 }

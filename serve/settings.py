@@ -54,12 +54,60 @@ class ServeSettings(BaseSettings):
         gt=0,
         description="largest request body (multipart or JSON with base64 audio)",
     )
-    max_text_chars: int = Field(default=1000, gt=0, description="longest reference text")
+    max_json_depth: int = Field(
+        default=32,
+        ge=3,
+        description="deepest nesting of a JSON body (a request needs 3); deeper: 400 "
+        "request.too_deep, checked before parsing",
+    )
+    max_json_items: int = Field(
+        default=1000,
+        ge=16,
+        description="most arrays, objects and members in a JSON body (a request has about "
+        "10); more: 400 request.too_complex, checked before parsing",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="the whole request body must arrive within this; else 408 request.timeout",
+    )
+    slow_upload_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="a body still arriving after this is a slow upload and needs one of "
+        "max_slow_uploads places",
+    )
+    max_slow_uploads: int = Field(
+        default=16,
+        ge=1,
+        description="slow uploads at once per ingress replica; past it: 503 server.overloaded "
+        "and the body is no longer read",
+    )
+    max_in_flight_requests: int = Field(
+        default=64,
+        ge=1,
+        description="assessments in flight per ingress replica (upload to answer); past it: "
+        "503 server.overloaded with Retry-After",
+    )
+    max_in_flight_per_client: int = Field(
+        default=16,
+        ge=1,
+        description="assessments in flight per client (API key; host without auth) per "
+        "ingress replica; past it: 429 client.rate_limited with Retry-After",
+    )
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_num_cpus: float = Field(default=0.25, ge=0.0)
-    ingress_max_ongoing_requests: int = Field(default=64, ge=1)
+    ingress_max_ongoing_requests: int = Field(
+        default=256,
+        ge=1,
+        description="Ray Serve's limit per ingress replica, a last resort: at least twice "
+        "max_in_flight_requests, so that overload is answered by the app (problem JSON)",
+    )
     ingress_max_queued_requests: int = Field(
-        default=256, ge=-1, description="-1: unbounded; the proxy answers 503 past it"
+        default=256,
+        ge=-1,
+        description="Ray Serve's queue in front of the ingress, a last resort: past it Ray's "
+        "proxy answers a text/plain 503 (-1: unbounded)",
     )
     scorer_replicas: int = Field(default=1, ge=1)
     scorer_num_cpus: float = Field(default=1.0, ge=0.0)
@@ -76,7 +124,9 @@ class ServeSettings(BaseSettings):
         description="requests waiting for a model replica; past it: 503 with Retry-After "
         "(-1: unbounded)",
     )
-    retry_after_s: int = Field(default=1, ge=0, description="Retry-After on overload (503)")
+    retry_after_s: int = Field(
+        default=1, ge=0, description="Retry-After on overload (503) and rate limiting (429)"
+    )
     health_timeout_s: float = Field(
         default=2.0, gt=0.0, description="how long /-/healthz waits for a model replica"
     )
@@ -112,6 +162,17 @@ class ServeSettings(BaseSettings):
             raise ValueError(
                 f"scorer_max_ongoing_requests ({self.scorer_max_ongoing_requests}) must be at "
                 f"least scoring.batch_size ({self.scoring.batch_size}), or batches never fill"
+            )
+        if self.ingress_max_ongoing_requests < 2 * self.max_in_flight_requests:
+            raise ValueError(
+                f"ingress_max_ongoing_requests ({self.ingress_max_ongoing_requests}) must be at "
+                f"least twice max_in_flight_requests ({self.max_in_flight_requests}): Ray's limit "
+                "is the last resort, the app's own admission control answers overload"
+            )
+        if self.slow_upload_s >= self.body_timeout_s:
+            raise ValueError(
+                f"slow_upload_s ({self.slow_upload_s:g}) must be under body_timeout_s "
+                f"({self.body_timeout_s:g})"
             )
         return self
 

@@ -183,6 +183,33 @@ ERROR_CASES = {
         400,
         "request.malformed",
     ),
+    "deeply nested json": (
+        lambda s: {
+            "content": b'{"text": "a", "audio_base64": "", "options": '
+            + b"[" * 5_000
+            + b"]" * 5_000
+            + b"}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "request.too_deep",
+    ),
+    "json of a million values": (
+        lambda s: {
+            "content": b'{"text": "a", "audio_base64": "", "x": [' + b"[]," * 500_000 + b"1]}",
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "request.too_complex",
+    ),
+    "lone surrogate in the text": (
+        lambda s: {
+            "content": b'{"text": "we call it \\ud800", "audio_base64": "AAAA"}',
+            "headers": {"content-type": "application/json"},
+        },
+        422,
+        "request.invalid",
+    ),
     "bad base64": (
         lambda s: {"json": {"text": s.text, "audio_base64": "%%%"}},
         422,
@@ -249,14 +276,20 @@ def test_parallel_clients_all_answered_equal_to_in_process(service, samples, in_
 
 
 def test_overload_is_503_with_retry_after(service, samples) -> None:
-    """A second app whose model deployment takes one request at a time and queues one:
-    16 simultaneous requests cannot all fit; each is answered, 200 or 503 + Retry-After."""
+    """A second app whose ingress admits three assessments at a time (its own bound, far
+    under Ray's) and whose model deployment takes one request at a time and queues one:
+    16 simultaneous requests cannot all fit; each is answered by the app, 200 or a problem
+    JSON 503 + Retry-After, never Ray's text/plain 503. Without keys the one client is the
+    host, its share set above the burst."""
     from serve.app import build_app
 
     serve = service.serve
     args = {
         "scoring": {"model": TINY, "batch_size": 1},
         "auth": "disabled",
+        "max_in_flight_requests": 3,
+        "max_in_flight_per_client": 16,
+        "ingress_max_ongoing_requests": 6,
         "scorer_max_ongoing_requests": 1,
         "scorer_max_queued_requests": 1,
         "retry_after_s": 2,
@@ -278,6 +311,7 @@ def test_overload_is_503_with_retry_after(service, samples) -> None:
     finally:
         serve.delete("tight")
     statuses = sorted(r.status_code for r in responses)
+    print(f"burst of 16 over capacity: {statuses.count(200)} x 200, {statuses.count(503)} x 503")
     assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
     for r in responses:
         if r.status_code == 503:

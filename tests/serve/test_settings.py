@@ -64,6 +64,9 @@ def test_args_override_env_and_env_fills_the_rest(monkeypatch) -> None:
         ({"max_upload_bytes": 0}, "max_upload_bytes"),
         ({"retry_after": 3}, "retry_after"),
         ({"audio": {"max_duration_s": -1}}, "max_duration_s"),
+        ({"max_json_depth": 2}, "max_json_depth"),
+        ({"max_in_flight_requests": 200}, "ingress_max_ongoing_requests"),
+        ({"slow_upload_s": 5, "body_timeout_s": 5}, "slow_upload_s"),
     ],
 )
 def test_bad_settings_are_refused_with_the_field_named(args, message) -> None:
@@ -78,6 +81,9 @@ def test_reasons_map_to_client_or_server_statuses() -> None:
     }
     assert status_for("request.too_large") == 413 and status_for("auth.invalid_key") == 401
     assert status_for("server.overloaded") == 503 and status_for("answer.malformed") == 500
+    assert status_for("request.too_deep") == 400 and status_for("request.timeout") == 408
+    assert status_for("request.too_complex") == 400
+    assert status_for("client.rate_limited") == 429
 
 
 def test_key_compare_checks_every_key() -> None:
@@ -90,7 +96,9 @@ def test_key_compare_checks_every_key() -> None:
         KeyChecker([])
 
 
-@pytest.mark.parametrize("module", ["serve.auth", "serve.errors"])
+@pytest.mark.parametrize(
+    "module", ["serve.auth", "serve.errors", "serve.admission", "serve.json_depth"]
+)
 def test_doctests(module: str) -> None:
     import doctest
     import importlib
