@@ -259,34 +259,44 @@ def _resampled_array(rate: int) -> np.ndarray:
     return soxr.resample(_speech(), 22050, rate).astype(np.float32)
 
 
-def write_corpus(root: str | Path, selected: list[Kind] | None = None) -> tuple[Path, dict]:
-    """Write the kinds under ``root``: ``manifest.jsonl`` and the audio files. Returns the
-    manifest and the expected answer by id: ``{id: reason or None}``."""
+@dataclass(frozen=True)
+class Corpus:
+    manifest: Path
+    expected: dict[str, str | None]
+    """the answer by id: an error reason, or ``None`` for scored"""
+    ids: dict[str, str]
+    """kind name -> the id its row ends under (``<row N>`` for a row without a usable id)"""
+
+
+def write_corpus(root: str | Path, selected: list[Kind] | None = None) -> Corpus:
+    """Write the kinds under ``root``: ``manifest.jsonl`` and the audio files."""
     root = Path(root)
     (root / "audio").mkdir(parents=True, exist_ok=True)
     lines: list[bytes] = []
     expected: dict[str, str | None] = {}
+    ids: dict[str, str] = {}
     for kind in selected if selected is not None else kinds():
         if kind.raw_line is not None:
             for line in kind.raw_line.split(b"\n"):
                 lines.append(line)
             uid = kind.row_id.format(n=len(lines)) if kind.row_id else kind.name
-            expected[uid] = kind.reason
-            continue
-        row: dict[str, object] = {"id": kind.name}
-        if kind.text is not None:
-            row["text"] = kind.text
-        if isinstance(kind.audio, bytes):
-            path = root / "audio" / f"{kind.name}.{kind.ext}"
-            path.write_bytes(kind.audio)
-            row["audio"] = f"audio/{path.name}"
-        elif kind.audio is not None:
-            row["audio"] = kind.audio(root)
-        lines.append(json.dumps(row, ensure_ascii=False).encode())
-        expected[kind.name] = kind.reason
+        else:
+            uid = kind.name
+            row: dict[str, object] = {"id": kind.name}
+            if kind.text is not None:
+                row["text"] = kind.text
+            if isinstance(kind.audio, bytes):
+                path = root / "audio" / f"{kind.name}.{kind.ext}"
+                path.write_bytes(kind.audio)
+                row["audio"] = f"audio/{path.name}"
+            elif kind.audio is not None:
+                row["audio"] = kind.audio(root)
+            lines.append(json.dumps(row, ensure_ascii=False).encode())
+        expected[uid] = kind.reason
+        ids[kind.name] = uid
     manifest = root / "manifest.jsonl"
     manifest.write_bytes(b"".join(line + b"\n" for line in lines))
-    return manifest, expected
+    return Corpus(manifest=manifest, expected=expected, ids=ids)
 
 
 def answers(out: str | Path) -> dict[str, str | None]:

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_batch_job_gives_every_kind_its_answer(ray_local, tmp_path) -> None:
-    manifest, expected = write_corpus(tmp_path / "corpus")
+    corpus = write_corpus(tmp_path / "corpus")
+    manifest, expected = corpus.manifest, corpus.expected
     out = str(tmp_path / "out")
     summary = run_batch(job_settings(str(manifest), out, rows_per_part=8))
     assert answers(out) == expected

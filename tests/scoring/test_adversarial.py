@@ -16,7 +16,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_apa_score_gives_every_kind_its_answer(corpus, tmp_path) -> None:
-    manifest, expected = corpus
+    manifest, expected = corpus.manifest, corpus.expected
     assert len(expected) >= 40
     summary = run_scoring(
         str(manifest), str(tmp_path / "out"), ScoringSettings(model="builtin:gop")
