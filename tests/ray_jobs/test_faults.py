@@ -133,3 +133,30 @@ def test_a_node_of_a_two_node_cluster_removed_mid_job(demo_manifest, uninterrupt
     assert result["node_removed_after_commits"] >= 1
     assert result["final_inputs"] == 8
     _assert_exactly_once(str(out), demo_manifest, uninterrupted)
+
+
+def test_two_runs_into_the_same_output_at_once(ray_local, demo_manifest, uninterrupted, tmp_path):
+    """Two jobs started on the same output at the same moment, cutting their part sets
+    differently (1 and 3 rows), so both commit every id under different keys: each id ends
+    up exactly once, and the tables equal an uninterrupted run's."""
+    import threading
+
+    out = str(tmp_path / "out")
+    results: dict[int, object] = {}
+
+    def run(rows_per_part: int) -> None:
+        try:
+            results[rows_per_part] = run_batch(
+                job_settings(str(demo_manifest), out, rows_per_part=rows_per_part)
+            )
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[rows_per_part] = e
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (1, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not [r for r in results.values() if isinstance(r, Exception)], results
+    assert all(r.inputs == 8 for r in results.values())
+    _assert_exactly_once(out, demo_manifest, uninterrupted)
