@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 
-.PHONY: install system-deps tools test lint
+.PHONY: install system-deps tools test test-fast lint generate
 
 # espeak-ng (synthetic speech for tests and the learnability corpus) and sox, from apt.
 system-deps:
@@ -36,5 +36,13 @@ tools: .tools/helm
 test:
 	$(VENV)/bin/python -m pytest -q
 
+test-fast:
+	$(VENV)/bin/python -m pytest -q -m "not integration"
+
+# The chart's values schema, its values comments and README, and k8s/ from the settings models.
+generate:
+	$(VENV)/bin/python helm/generate.py
+
 lint:
-	$(VENV)/bin/ruff check apa ray_jobs serve tests benchmarks
+	$(VENV)/bin/ruff check apa ray_jobs serve tests benchmarks helm
+	$(VENV)/bin/ruff format --check apa ray_jobs serve tests benchmarks helm

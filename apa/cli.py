@@ -12,13 +12,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from apa.cli_options import given, setting_flags, setting_option
 from apa.errors import ApaError
+from apa.finetune.config import TrainConfig
 from apa.log import configure_logging, get_logger
+from apa.scoring.settings import ScoringSettings
 
 app = typer.Typer(
     name="apa",
@@ -124,6 +127,7 @@ def evaluate(
 
 
 @app.command()
+@setting_flags(ScoringSettings)
 def score(
     input: Annotated[
         str,
@@ -134,63 +138,18 @@ def score(
     output: Annotated[
         str, typer.Option(help="Directory (local or s3://) for the Parquet score tables.")
     ],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="builtin:gop, builtin:tiny-qwen2-audio, builtin:tiny-phi4mm, a hub id, a "
-            "directory or s3://; default auto."
-        ),
-    ] = None,
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter: path or s3://.")] = None,
-    merge_adapter: Annotated[
-        bool, typer.Option(help="Merge the adapter into the weights.")
-    ] = False,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Utterances per model call.")
-    ] = None,
-    gop_calibration: Annotated[
-        str | None, typer.Option(help="builtin:gop calibration JSON from 'apa calibrate'.")
-    ] = None,
-    timings: Annotated[
-        bool, typer.Option(help="Add word/phone times from the GOP aligner to LMM output.")
-    ] = False,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Score only the first N utterances read.")
     ] = None,
-    mode: Annotated[
-        str | None,
-        typer.Option(
-            help="LMM decoding: generate (constrained, slot by slot; any model) or one-pass "
-            "(every slot from one forward pass; a model trained for it). Default: one-pass "
-            "for an adapter from 'apa finetune', generate otherwise."
-        ),
-    ] = None,
-    scores: Annotated[
-        str | None,
-        typer.Option(help="LMM scores: expected (expected value; default) or greedy (integer)."),
-    ] = None,
+    *,
+    flags: dict[str, Any],  # a flag for every ScoringSettings field (apa.cli_options)
 ) -> None:
     """Score utterances in-process and write utterances/words/phones/errors tables."""
     configure_logging()
     from apa.scoring.run import run_scoring
-    from apa.scoring.settings import ScoringSettings
 
-    flags = {
-        "model": model,
-        "adapter": adapter,
-        "dtype": dtype,
-        "device": device,
-        "batch_size": batch_size,
-        "merge_adapter": merge_adapter or None,
-        "mode": mode,
-        "scores": scores,
-        "gop_calibration": gop_calibration,
-        "timings": timings or None,
-    }
     try:
-        settings = ScoringSettings(**{k: v for k, v in flags.items() if v is not None})
+        settings = ScoringSettings(**given(ScoringSettings, flags))
     except ValueError as e:
         raise _fail(str(e)) from e
     console = Console(soft_wrap=True)
@@ -312,18 +271,12 @@ def synth(
 
 @app.command()
 def finetune(
-    train: Annotated[
-        str | None,
-        typer.Option(help="Training data: Speechocean762 dir with scores.json, or a manifest."),
-    ] = None,
-    out: Annotated[
-        str | None, typer.Option(help="Run directory (adapter/, checkpoints/, predictions/).")
-    ] = None,
-    valid: Annotated[str | None, typer.Option(help="Validation data, scored every epoch.")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Base model (default tiny-qwen2-audio).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    # TrainConfig fields (apa.cli_options); --set gives any other
+    train: Annotated[str | None, setting_option(TrainConfig, "train")] = None,
+    out: Annotated[str | None, setting_option(TrainConfig, "out")] = None,
+    valid: Annotated[str | None, setting_option(TrainConfig, "valid")] = None,
+    model: Annotated[str | None, setting_option(TrainConfig, "model")] = None,
+    epochs: Annotated[int | None, setting_option(TrainConfig, "epochs")] = None,
     config: Annotated[
         Path | None, typer.Option(help="TrainConfig as JSON; flags and --set override it.")
     ] = None,

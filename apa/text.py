@@ -8,8 +8,16 @@
 
 import re
 
+from apa.phones import STRESS_DIGITS
+
 # Punctuation that may cling to a word's edges; apostrophes inside a word are kept ("IT'S").
 _EDGE_PUNCTUATION = re.compile(r"^[^\w']+|[^\w']+$")
+
+
+DEFAULT_MAX_TEXT_CHARS = 1000
+"""Longest reference text scored, in characters. A read sentence is well under 300; the work
+of scoring grows with the text (a 5,000-character text took minutes and gigabytes for one
+row), so a longer one is refused as ``input.text_too_long`` before any of it is done."""
 
 
 def normalize_word(word: str) -> str:
@@ -29,4 +37,4 @@ def strip_stress(phone: str) -> str:
     >>> strip_stress("AO1"), strip_stress("K")
     ('AO', 'K')
     """
-    return phone.rstrip("012")
+    return phone.rstrip(STRESS_DIGITS)

@@ -1,4 +1,4 @@
-"""Fine-tuning steps with and without the feature memo (``apa.lmm.feature_memo``), side by
+"""Fine-tuning steps with and without the feature memo (``apa.engine.feature_memo``), side by
 side in one run.
 
 Sets up the tiny-model recipe's trainer (``apa.finetune.loop.Trainer``, ``TINY_RECIPE``) on a
@@ -42,8 +42,12 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="apa-feature-memo-"))
-    corpus = Path(args.corpus) if args.corpus else write_synthetic_corpus(
-        work / "corpus", SynthConfig(train_sentences=40, test_sentences=4, takes=2, seed=0)
+    corpus = (
+        Path(args.corpus)
+        if args.corpus
+        else write_synthetic_corpus(
+            work / "corpus", SynthConfig(train_sentences=40, test_sentences=4, takes=2, seed=0)
+        )
     )
     trainer = Trainer(
         TrainConfig(

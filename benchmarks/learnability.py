@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from apa.finetune.card import read_card  # noqa: E402
 from apa.finetune.config import TINY_RECIPE  # noqa: E402
+from apa.models.card import read_card  # noqa: E402
 from apa.synth.corpus import (  # noqa: E402
     RULES_VERSION,
     SynthConfig,

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -42,9 +42,11 @@ from apa.batch import rows as stages
 from apa.batch.commits import Commit, Repairs, done_ids, missing_ids, recover
 from apa.batch.settings import BatchSettings
 from apa.batch.summary import BatchSummary, summarise_commits
+from apa.cli_options import given, setting_flags
 from apa.data.inputs import read_utterances
 from apa.log import configure_logging, get_logger
 from apa.scoring.settings import ScoringSettings
+from apa.scoring.summary import SUMMARY_FILE, write_summary
 from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
@@ -178,9 +180,7 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
         repairs=repairs,
         passes=passes,
     )
-    storage.write_bytes(
-        storage.resolve(out, "summary.json"), (summary.model_dump_json(indent=2) + "\n").encode()
-    )
+    write_summary(out, summary)
     remaining = n_inputs - summary.inputs
     log.info("job_summary", **summary.model_dump(), remaining=remaining)
     return summary
@@ -240,83 +240,19 @@ app = typer.Typer(
 )
 
 
-def _set(**values) -> dict:
-    """The flags that were given (``None`` leaves the setting to the environment/default)."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
 @app.command()
-def main(
-    input: Annotated[
-        str | None,
-        typer.Option(
-            "--input",
-            help="Manifest (JSONL/CSV/Parquet), Speechocean762 directory, or a directory/"
-            "s3:// prefix of audio files (with --texts).",
-        ),
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option(help="Directory (local or s3://) for the tables.")
-    ] = None,
-    texts: Annotated[
-        str | None,
-        typer.Option(help="Reference texts for an audio prefix: JSONL/CSV id,text or Kaldi text."),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="builtin:gop, builtin:tiny-qwen2-audio, a directory, s3://; auto."),
-    ] = None,
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter: path or s3://.")] = None,
-    mode: Annotated[str | None, typer.Option(help="LMM decoding: generate or one-pass.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Utterances per model call.")
-    ] = None,
-    num_gpus: Annotated[float | None, typer.Option(min=0, help="GPUs per scorer actor.")] = None,
-    cpus_per_actor: Annotated[float | None, typer.Option(help="CPUs per scorer actor.")] = None,
-    min_actors: Annotated[int | None, typer.Option(min=1, help="Scorer pool: fewest.")] = None,
-    max_actors: Annotated[int | None, typer.Option(min=1, help="Scorer pool: most.")] = None,
-    rows_per_part: Annotated[
-        int | None, typer.Option(min=1, help="Rows per written part set.")
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Score only the first N utterances not yet done.")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray address (default: RAY_ADDRESS, else local Ray).")
-    ] = None,
-    demo: Annotated[
-        bool, typer.Option(help="Generate the espeak-ng demo corpus and score it.")
-    ] = False,
-    demo_dir: Annotated[str | None, typer.Option(help="Where --demo writes.")] = None,
-) -> None:
+@setting_flags(BatchSettings, ScoringSettings, skip={"scoring"})
+def main(*, flags: dict[str, Any]) -> None:
     """Score utterances with a Ray Data pipeline into Parquet tables (resumable)."""
     configure_logging()
     try:
-        scoring = ScoringSettings(
-            **_set(model=model, adapter=adapter, mode=mode, batch_size=batch_size)
-        )
-        settings = BatchSettings(
-            scoring=scoring,
-            **_set(
-                input=input,
-                output=output,
-                texts=texts,
-                num_gpus=num_gpus,
-                cpus_per_actor=cpus_per_actor,
-                min_actors=min_actors,
-                max_actors=max_actors,
-                rows_per_part=rows_per_part,
-                limit=limit,
-                address=address,
-                demo=demo or None,
-                demo_dir=demo_dir,
-            ),
-        )
+        scoring = ScoringSettings(**given(ScoringSettings, flags))
+        settings = BatchSettings(scoring=scoring, **given(BatchSettings, flags))
     except ValidationError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from None
     if settings.demo and settings.input is None:
-        from apa.data.demo import make_demo_corpus
+        from apa.synth.demo import make_demo_corpus
 
         manifest = make_demo_corpus(storage.parent(settings.input_uri))
         log.info("demo_corpus_written", manifest=str(manifest))
@@ -337,7 +273,7 @@ def main(
     typer.echo(
         f"{summary.scored} scored, {summary.errors} errors of {summary.inputs} inputs "
         f"in {summary.wall_seconds:.1f} s. Tables: {tables}; summary: "
-        f"{storage.resolve(out, 'summary.json')}",
+        f"{storage.resolve(out, SUMMARY_FILE)}",
         file=sys.stdout,
     )
 

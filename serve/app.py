@@ -59,10 +59,10 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from apa.lexicon import Lexicon
 from apa.log import configure_logging, get_logger
 from apa.schema import Assessment, ErrorRecord, Level
+from apa.scorer import PreparedUtterance, ScoreResult
 from apa.scoring.pipeline import score_batch
 from apa.scoring.registry import load_scorer
 from apa.scoring.request import LEVELS, assessment_view, prepare_request
-from apa.scoring.scorer import PreparedUtterance, ScoreResult
 from serve.admission import Admission, client_identity
 from serve.auth import KeyChecker
 from serve.errors import PROBLEM_JSON, Problem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -164,6 +165,68 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory):
         )
     yield ray
     ray.shutdown()
+
+
+TINY_MODELS = ("builtin:tiny-qwen2-audio", "builtin:tiny-phi4mm")
+"""The built-in tiny models the engine and model tests run on (``apa.models.families``)."""
+
+
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """One torch thread inside: the tiny models' operations are too small to gain from
+    intra-op threads, and on a shared 2-core machine the thread barriers of the generate
+    loop's many small kernels can stall for seconds."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def loaded_models(model_cache: Path) -> dict:
+    """Each tiny model loaded once, answer tokens added (as ``load_lmm_scorer`` loads it).
+    Build scorers on it with ``LmmScorer(loaded, mode=...)``: each has its own counters."""
+    from apa.engine.scorer import load_lmm_scorer
+
+    return {name: load_lmm_scorer(name).loaded for name in TINY_MODELS}
+
+
+@pytest.fixture(scope="session")
+def test_utterances(sample_dir: Path) -> list:
+    """The first 8 utterances of the sample's test split (3 to 10 words), phones filled."""
+    from apa.data.speechocean762 import prepare_speechocean762
+
+    data = prepare_speechocean762(sample_dir, ["test"])
+    return data.utterances[:8]
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    with single_torch_thread():
+        yield
+
+
+ONE_THREAD_DIRS = ("engine", "models")
+"""Test folders whose tests run the tiny models on one torch thread."""
+INTEGRATION_FIXTURES = frozenset({"ray_local", "s3", "s3_endpoint", "service", "sample_dir"})
+"""A test that uses one of these starts real services (Ray, Serve, S3 on loopback) or reads
+real speech from the shared sample: it is an ``integration`` test, deselected by
+``pytest -m "not integration"``."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        parts = path.relative_to(tests).parts if path.is_relative_to(tests) else ()
+        if parts and parts[0] in ONE_THREAD_DIRS:
+            item.add_marker(pytest.mark.usefixtures("one_torch_thread"))
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 def pytest_configure(config: pytest.Config) -> None:

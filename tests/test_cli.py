@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from apa import tables
 from apa.cli import app
-from apa.data.speechocean762 import assessment_to_upstream
+from apa.data.scores_json import assessment_to_upstream
 from apa.metrics.evaluate import evaluate
 from apa.metrics.result import Evaluation
 from apa.schema import Assessment

@@ -8,7 +8,7 @@ import pytest
 
 from apa.errors import ApaError, AudioError, InputError
 from apa.lmm.answer import AnswerError
-from apa.models.loading import ModelLoadError
+from apa.models.errors import ModelLoadError
 
 
 @pytest.mark.parametrize(

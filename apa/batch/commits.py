@@ -70,7 +70,7 @@ from pydantic import BaseModel, ConfigDict
 from apa import failpoints, storage
 from apa.log import get_logger
 from apa.schema import Assessment, ErrorRecord
-from apa.scoring.scorer import ScorerInfo
+from apa.scorer import ScorerInfo
 from apa.tables import TABLES, assessments_to_tables, errors_to_table
 
 log = get_logger(__name__)

@@ -34,11 +34,11 @@ from apa.audio import Audio, AudioConfig, decode_audio, read_audio_bytes
 from apa.batch.commits import Commit, commit_part_set
 from apa.errors import ApaError, AudioError, InputError
 from apa.lexicon import Lexicon
+from apa.prepare import check_text_length, prepare
 from apa.schema import Assessment, ErrorRecord, Utterance
+from apa.scorer import PreparedUtterance, Scorer, ScorerInfo
 from apa.scoring.pipeline import score_prepared
-from apa.scoring.prepare import check_text_length, prepare
-from apa.scoring.scorer import PreparedUtterance, Scorer, ScorerInfo
-from apa.scoring.settings import DEFAULT_MAX_TEXT_CHARS
+from apa.text import DEFAULT_MAX_TEXT_CHARS
 
 _str = pa.string()
 INPUT_SCHEMA = pa.schema([("id", _str), ("utterance", _str), ("error", _str)])
@@ -116,7 +116,7 @@ def fetch(
             utt = Utterance.model_validate_json(row["utterance"])
             try:
                 check_text_length(utt.text, max_text_chars)
-                if utt.audio is None:  # as apa.scoring.prepare.prepare says it
+                if utt.audio is None:  # as apa.prepare.prepare says it
                     raise InputError("no_audio", f"{utt.id}: no audio reference")
                 row["audio_bytes"] = read_audio_bytes(utt.audio, config)
             except ApaError as e:
@@ -133,7 +133,7 @@ def decode_and_prepare(
     max_text_chars: int | None = DEFAULT_MAX_TEXT_CHARS,
 ) -> pa.Table:
     """Decode and resample each row's audio to 16 kHz mono and fill its canonical phones
-    (:func:`apa.scoring.prepare.prepare` with CMUdict as the fallback lexicon, as ``apa
+    (:func:`apa.prepare.prepare` with CMUdict as the fallback lexicon, as ``apa
     score`` does); failures become the row's error."""
     lexicon = lexicon if lexicon is not None else Lexicon.cmudict()
     out = []

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from apa.batch.commits import Commit, Repairs
-from apa.scoring.scorer import ScorerInfo
+from apa.scorer import ScorerInfo
 from apa.scoring.summary import RunSummary
 
 

@@ -5,12 +5,8 @@ Both readers turn every input row into exactly one :class:`~apa.schema.Utterance
 """
 
 from apa.data.manifest import Manifest, read_manifest, write_manifest
-from apa.data.speechocean762 import (
-    Speechocean762,
-    assessment_from_upstream,
-    assessment_to_upstream,
-    prepare_speechocean762,
-)
+from apa.data.scores_json import assessment_from_upstream, assessment_to_upstream
+from apa.data.speechocean762 import Speechocean762, prepare_speechocean762
 
 __all__ = [
     "Manifest",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from apa import storage
 from apa.data.inputs import read_utterances
-from apa.data.speechocean762 import assessment_from_upstream
+from apa.data.scores_json import assessment_from_upstream
 from apa.errors import InputError
 from apa.schema import Assessment, ErrorRecord
 

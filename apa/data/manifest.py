@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from apa import storage
-from apa.data.speechocean762 import SCORE_KEYS, assessment_from_upstream, assessment_to_upstream
-from apa.data.speechocean762 import validation_message as _validation_message
+from apa.data.scores_json import SCORE_KEYS, assessment_from_upstream, assessment_to_upstream
+from apa.data.scores_json import validation_message as _validation_message
 from apa.errors import ApaError, InputError
 from apa.lexicon import Lexicon, with_canonical_phones
 from apa.schema import ErrorRecord, Utterance

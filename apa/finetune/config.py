@@ -12,24 +12,6 @@ from apa.lmm.prompt import PromptStyle
 
 Schedule = Literal["constant", "linear", "cosine"]
 
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    "qwen2-audio": (
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-        "out_proj", "fc1", "fc2",
-    ),
-    "phi4mm": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
-}  # fmt: skip
-"""LoRA targets when none are given: every attention and MLP projection of the language
-model, and (Qwen2-Audio: ``out_proj``, ``fc1``, ``fc2``, and ``q/k/v_proj`` by name) of the
-audio encoder."""
-DEFAULT_MODULES_TO_SAVE: dict[str, tuple[str, ...]] = {
-    "qwen2-audio": ("multi_modal_projector", "lm_head"),
-    "phi4mm": ("lm_head",),
-}
-"""Modules trained in full and saved with the adapter when none are given: the output head
-(on a random or zero-shot base its rows for the answer tokens must move for the scores to
-calibrate) and Qwen2-Audio's audio projector."""
-
 TINY_RECIPE: dict[str, object] = {
     "prompt": "brief",
     "loss_weights": {"sentence": 1.0, "word": 0.3, "phone": 0.3, "pronounced": 0.3},
@@ -78,10 +60,12 @@ class TrainConfig(BaseModel):
     alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: list[str] | None = Field(
-        None, description="Module names (suffixes) given LoRA; None: DEFAULT_TARGETS."
+        None,
+        description="Module names (suffixes) given LoRA; None: the model family's "
+        "lora_targets (apa/models/<family>/__init__.py).",
     )
     modules_to_save: list[str] | None = Field(
-        None, description="Modules trained in full; None: DEFAULT_MODULES_TO_SAVE."
+        None, description="Modules trained in full; None: the model family's modules_to_save."
     )
     learning_rate: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 import torch
 
 from apa.data.inputs import read_utterances
+from apa.engine.scorer import Job, LmmScorer
 from apa.errors import ApaError
 from apa.lmm.answer import render
-from apa.lmm.engine import Job, LmmScorer
 from apa.lmm.vocab import check_single_tokens
 from apa.log import get_logger
+from apa.prepare import prepare
 from apa.schema import ErrorRecord, Utterance
-from apa.scoring.prepare import prepare
-from apa.scoring.scorer import PreparedUtterance
+from apa.scorer import PreparedUtterance
 
 log = get_logger("apa.finetune.data")
 

@@ -3,18 +3,18 @@
 :func:`finetune` runs a whole run from a :class:`~apa.finetune.config.TrainConfig`:
 
 1. *setup*: the base model is loaded as the scorer loads it
-   (:func:`apa.lmm.engine.load_lmm_scorer`: answer tokens added before the adapter), a peft
+   (:func:`apa.engine.scorer.load_lmm_scorer`: answer tokens added before the adapter), a peft
    LoRA (``target_modules``) plus fully trained ``modules_to_save`` goes on, and the
    training and validation utterances become :class:`~apa.finetune.data.Example` s.
 2. *train*: AdamW, linear warmup then a constant, linear or cosine schedule, gradient
    accumulation, gradient clipping, bfloat16 autocast on CUDA. Each micro-batch runs the
-   scorer's own one-pass forward (:meth:`apa.lmm.engine.LmmScorer.slot_states`: placeholders
+   scorer's own one-pass forward (:meth:`apa.engine.scorer.LmmScorer.slot_states`: placeholders
    in, the state before each slot out), the output head at the slots, and a soft-target
    cross-entropy over the whole vocabulary against the rendered targets; the loss is the
    weighted mean of each slot group's mean (sentence, word, phone scores; pronounced
    phones), so the 5 sentence slots are not drowned by the phone slots.
 3. *validate* before training and every ``eval_every_epochs`` epochs: the validation split
-   is scored by real inference (the same :class:`~apa.lmm.engine.LmmScorer`, one-pass, with
+   is scored by real inference (the same :class:`~apa.engine.scorer.LmmScorer`, one-pass, with
    :func:`apa.scoring.pipeline.score_batch`) and compared with its human scores by
    :func:`apa.metrics.evaluate.evaluate_system` (PCC, SCC, Kendall, RMSE per level and
    aspect).
@@ -50,7 +50,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from apa.finetune.card import write_card
+from apa.engine.feature_memo import with_feature_memo
+from apa.engine.scorer import LmmScorer, load_lmm_scorer
 from apa.finetune.checkpoint import (
     CHECKPOINTS_DIR,
     Progress,
@@ -59,7 +60,7 @@ from apa.finetune.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from apa.finetune.config import DEFAULT_MODULES_TO_SAVE, DEFAULT_TARGETS, TrainConfig
+from apa.finetune.config import TrainConfig
 from apa.finetune.data import (
     GROUPS,
     Example,
@@ -69,12 +70,12 @@ from apa.finetune.data import (
     epoch_order,
     labelled_utterances,
 )
-from apa.lmm.engine import LmmScorer, load_lmm_scorer
-from apa.lmm.feature_memo import with_feature_memo
 from apa.log import get_logger
 from apa.metrics.evaluate import evaluate, evaluate_system
 from apa.metrics.result import SystemMetrics
-from apa.models.loading import quiet_peft
+from apa.models.card import write_card
+from apa.models.families import by_name
+from apa.models.peft_quiet import quiet_peft
 from apa.schema import Assessment
 from apa.scoring.pipeline import length_batches, score_batch
 from apa.tables import write_assessments_jsonl
@@ -206,10 +207,11 @@ class Trainer:
             config.model, device=config.device, dtype="float32", prompt=config.prompt
         )
         loaded = base.loaded
-        targets = config.target_modules or list(DEFAULT_TARGETS[loaded.family])
+        family = by_name(loaded.family)
+        targets = config.target_modules or list(family.lora_targets)
         to_save = config.modules_to_save
         if to_save is None:
-            to_save = list(DEFAULT_MODULES_TO_SAVE[loaded.family])
+            to_save = list(family.modules_to_save)
         lora = LoraConfig(
             r=config.rank,
             lora_alpha=config.alpha,

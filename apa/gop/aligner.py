@@ -46,13 +46,12 @@ from apa.gop.analysis import (
 )
 from apa.gop.config import LOG_BASE, NATS_PER_SCORE_UNIT, GopConfig
 from apa.gop.errors import AlignmentError
+from apa.phones import PHONES
 from apa.text import strip_stress
 
-ARPABET: frozenset[str] = frozenset(
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
-    "UH UW V W Y Z ZH".split()
-)
-"""The 39 ARPAbet phones (no stress) of pocketsphinx's US-English model."""
+ARPABET: frozenset[str] = frozenset(PHONES)
+"""The 39 ARPAbet phones (no stress) of pocketsphinx's US-English model: CMUdict's
+(:data:`apa.phones.PHONES`)."""
 
 _TOKEN_PREFIX = "APA:"
 _LOOP_SEARCH = "apa_phone_loop"

@@ -10,8 +10,8 @@ from apa.gop.analysis import phone_judgements
 from apa.gop.calibration import Calibration, Features, fit_calibration
 from apa.gop.config import GopConfig
 from apa.lexicon import Lexicon
+from apa.prepare import prepare
 from apa.schema import ErrorRecord, Utterance
-from apa.scoring.prepare import prepare
 
 
 def refit_calibration(

@@ -18,7 +18,7 @@ from apa.gop.calibration import Calibration, Features, calibrate
 from apa.gop.config import GopConfig
 from apa.gop.errors import AlignmentError
 from apa.schema import Assessment, PhoneAssessment, SentenceScores, WordAssessment
-from apa.scoring.scorer import PreparedUtterance, ScoreResult, ScorerInfo
+from apa.scorer import PreparedUtterance, ScoreResult, ScorerInfo
 
 NAME = "builtin:gop"
 

@@ -105,6 +105,7 @@ from apa.schema import (
     Stage,
     WordAssessment,
 )
+from apa.scores import nearest_score
 from apa.text import normalize_word, strip_stress
 
 SlotKind = Literal["score10", "score2", "pronounced"]
@@ -325,17 +326,6 @@ def soft_target(x: float, high: int) -> tuple[float, ...]:
     probs[lo] = 1.0 - frac
     probs[lo + 1] = frac
     return tuple(probs)
-
-
-def nearest_score(x: float) -> int:
-    """The integer nearest ``x``, halves up: the greedy target and the displayed value.
-    It is the argmax of :func:`soft_target` with ties broken toward the higher score.
-
-    >>> nearest_score(7.5), nearest_score(7.49), nearest_score(0.0)
-    (8, 7, 0)
-    """
-    lo = math.floor(x)
-    return lo + (1 if x - lo >= 0.5 else 0)
 
 
 def expected_score(probs: Sequence[float]) -> float:

@@ -35,14 +35,14 @@ reference alone:
 'Score the pronunciation of this reading: We call it bear.'
 
 The style is part of what an adapter was trained on: ``apa finetune`` records it
-(``TrainConfig.prompt``, in the adapter's ``training.json``) and :func:`adapter_prompt` reads
-it back, so a scorer loading that adapter asks the way it was trained.
+(``TrainConfig.prompt``, in the adapter's ``training.json``) and
+:func:`apa.engine.scorer.adapter_prompt` reads it back, so a scorer loading that adapter asks
+the way it was trained.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal, get_args
 
 from apa.lmm.answer import AnswerTemplate
@@ -110,16 +110,3 @@ def instruction(
         "Assess the pronunciation of a non-native English learner reading this sentence "
         f"aloud:\n{text.strip()}\n\n{RUBRIC}\n\n{FORM_NOTE}\n{form}"
     )
-
-
-def adapter_prompt(adapter_dir: str | Path | None) -> PromptStyle:
-    """The prompt style the adapter in ``adapter_dir`` was trained with (its
-    ``training.json``, written by ``apa finetune``); ``rubric`` for no adapter, or one
-    without a recorded style (adapters from before the field, or from elsewhere)."""
-    from apa.finetune.card import read_card
-
-    card = read_card(adapter_dir) if adapter_dir is not None else None
-    style = (card or {}).get("config", {}).get("prompt", "rubric")
-    if style not in PROMPT_STYLES:
-        raise ValueError(f"{adapter_dir}: unknown prompt style {style!r} in its training card")
-    return style

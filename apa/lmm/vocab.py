@@ -40,15 +40,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from apa.phones import PHONES  # the 39 ARPAbet phones of CMUdict, without stress digits
 from apa.text import strip_stress
-
-PHONES: tuple[str, ...] = tuple(
-    (
-        "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
-        "UH UW V W Y Z ZH"
-    ).split()
-)
-"""The 39 ARPAbet phones of CMUdict, without stress digits."""
 
 MAX_SCORE = 10
 SCORE_TOKENS: tuple[str, ...] = tuple(f"<|s{k}|>" for k in range(MAX_SCORE + 1))

@@ -10,13 +10,10 @@ A model reference is one of:
 * anything else: a Hugging Face Hub id, passed to ``from_pretrained`` unchanged. Where no
   Hub is reachable this fails with a :class:`ModelLoadError` naming the id.
 
-The family comes from the config's ``model_type``: ``qwen2_audio`` loads
-``Qwen2AudioForConditionalGeneration`` + ``AutoProcessor``; ``phi4_multimodal`` loads
-transformers' native ``Phi4MultimodalForCausalLM`` and a ``Phi4MultimodalProcessor``
-rebuilt around :class:`StubImageProcessor` (the real image processor needs torchvision,
-and apa never sends images). A Phi-4-multimodal checkpoint's own ``speech-lora/`` adapter,
-which its speech ability depends on, is merged into the weights on load, before any adapter
-of ours; :attr:`LoadedModel.checkpoint_adapters` lists it.
+The family comes from the config's ``model_type`` (the table :mod:`apa.models.families`);
+the family's own folder loads the processor and the weights, and merges adapters its
+checkpoint ships (Phi-4-multimodal's ``speech-lora/``, which its speech ability depends on)
+before any adapter of ours; :attr:`LoadedModel.checkpoint_adapters` lists them.
 
 An adapter of ours (peft LoRA; a local directory or ``s3://``) is then applied, or merged
 into the weights with ``merge_adapter=True``. ``dtype="auto"`` means bfloat16 on CUDA and
@@ -25,26 +22,22 @@ float32 elsewhere; ``device="auto"`` means CUDA when available.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from transformers import ImageProcessingMixin
 
-from apa.errors import ApaError
-from apa.models.builtin import BUILTIN_PREFIX, SPEECH_LORA_DIR, ensure_builtin, read_marker
+from apa.models.builtin import BUILTIN_PREFIX, ensure_builtin
 from apa.models.cache import fetch_s3_dir
-from apa.schema import Stage
+from apa.models.errors import ModelLoadError
+from apa.models.families import by_model_type, model_types
+from apa.models.family import ModelFamily
+from apa.models.peft_quiet import quiet_peft
+from apa.models.tiny import read_marker
 from apa.storage import is_s3
-
-Family = Literal["qwen2-audio", "phi4mm"]
-FAMILIES: dict[str, Family] = {"qwen2_audio": "qwen2-audio", "phi4_multimodal": "phi4mm"}
-"""Supported config ``model_type`` values and the family each loads as."""
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -55,32 +48,6 @@ _ADAPTER_CONFIG = "adapter_config.json"
 _PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
 
 
-class ModelLoadError(ApaError):
-    """A model, processor or adapter that cannot be found or loaded."""
-
-    stage: Stage = "model"
-
-
-class StubImageProcessor(ImageProcessingMixin):
-    """Stands in for Phi-4-multimodal's image processor, which cannot be built without
-    torchvision. apa sends only audio and text; images given to a processor holding this
-    stub fail."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def quiet_peft() -> Iterator[None]:
-    """Silence the FutureWarning peft 0.21 triggers in transformers 5 on every adapter
-    operation (``is_gradient_checkpointing`` is deprecated); it says nothing about us."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-        )
-        yield
-
-
 @dataclass
 class LoadedModel:
     """A model ready for inference, its processor, and where they came from."""
@@ -89,7 +56,8 @@ class LoadedModel:
     """The ``torch.nn.Module`` in eval mode (a ``peft.PeftModel`` when an adapter is applied
     but not merged)."""
     processor: Any
-    family: Family
+    family: str
+    """the family's name (:data:`apa.models.families.FAMILIES`)"""
     name: str
     """The reference as the user gave it (``builtin:...``, ``s3://...``, a path, a Hub id)."""
     path: str
@@ -136,10 +104,7 @@ def load_model(
     family = _family(ref, path, is_local)
     processor = _load_processor(ref, path, family)
     model = _load_weights(ref, path, family, DTYPES[resolved_dtype], resolved_device)
-    checkpoint_adapters: tuple[str, ...] = ()
-    if family == "phi4mm":
-        model, merged = _merge_speech_lora(ref, model, path, is_local)
-        checkpoint_adapters = (SPEECH_LORA_DIR,) if merged else ()
+    model, checkpoint_adapters = family.merge_checkpoint_adapters(ref, model, path, is_local)
     _check_audio_token(ref, family, model.config, processor)
     if prepare is not None:
         prepare(model, processor)
@@ -151,7 +116,7 @@ def load_model(
     return LoadedModel(
         model=model,
         processor=processor,
-        family=family,
+        family=family.name,
         name=ref,
         path=path,
         is_random=bool(marker and marker.get("random_weights")),
@@ -231,7 +196,7 @@ def _fetch(uri: str, cache_dir: str | os.PathLike[str] | None, *, what: str) -> 
         raise ModelLoadError("s3_failed", f"cannot download {what} {uri!r}: {err}") from None
 
 
-def _family(ref: str, path: str, is_local: bool) -> Family:
+def _family(ref: str, path: str, is_local: bool) -> ModelFamily:
     from transformers import PretrainedConfig
 
     try:
@@ -248,9 +213,9 @@ def _family(ref: str, path: str, is_local: bool) -> Family:
             f"reachable from here (offline, HF_HUB_OFFLINE) or the id is wrong ({err})",
         ) from None
     model_type = config_dict.get("model_type")
-    family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    family = by_model_type(model_type)
     if family is None:
-        supported = ", ".join(FAMILIES)
+        supported = ", ".join(model_types())
         raise ModelLoadError(
             "unsupported_model",
             f"model {ref!r} (at {path}) has model_type {model_type!r}; supported: {supported}"
@@ -259,92 +224,27 @@ def _family(ref: str, path: str, is_local: bool) -> Family:
     return family
 
 
-def _load_processor(ref: str, path: str, family: Family) -> Any:
+def _load_processor(ref: str, path: str, family: ModelFamily) -> Any:
     try:
-        if family == "qwen2-audio":
-            from transformers import AutoProcessor
-
-            return AutoProcessor.from_pretrained(path)
-        return load_phi4mm_processor(path)
+        return family.load_processor(path)
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise ModelLoadError(
             "load_failed", f"cannot load the processor of model {ref!r}: {err}"
         ) from None
 
 
-def load_phi4mm_processor(path: str | os.PathLike[str]) -> Any:
-    """A ``Phi4MultimodalProcessor`` for the checkpoint at ``path`` (directory or Hub id)
-    holding :class:`StubImageProcessor` in place of the image processor.
-
-    ``AutoProcessor`` cannot be used without torchvision, and a processor holding the stub
-    does not reload as one unit; so the tokenizer, audio feature extractor and processor
-    settings (chat template included) are loaded each on its own, as ``from_pretrained``
-    does, and put together here. The chat template comes from the processor's files
-    (``chat_template.jinja``) or else the tokenizer's.
-    """
-    from transformers import AutoFeatureExtractor, AutoTokenizer, Phi4MultimodalProcessor
-
-    processor_dict, _ = Phi4MultimodalProcessor.get_processor_dict(str(path))
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    audio_processor = AutoFeatureExtractor.from_pretrained(str(path))
-    # Passed by name: from_args_and_dict would drop it (not in the __init__ signature).
-    chat_template = processor_dict.get("chat_template") or tokenizer.chat_template
-    return Phi4MultimodalProcessor(
-        StubImageProcessor(), audio_processor, tokenizer, chat_template=chat_template
-    )
-
-
-def _load_weights(ref: str, path: str, family: Family, dtype: torch.dtype, device: str) -> Any:
-    if family == "qwen2-audio":
-        from transformers import Qwen2AudioForConditionalGeneration as model_class
-    else:
-        from transformers import Phi4MultimodalForCausalLM as model_class
+def _load_weights(ref: str, path: str, family: ModelFamily, dtype: torch.dtype, device: str) -> Any:
     try:
-        model = model_class.from_pretrained(path, dtype=dtype)
+        model = family.load_weights(path, dtype)
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelLoadError("load_failed", f"cannot load model {ref!r}: {err}") from None
     return model.to(device)
 
 
-def _merge_speech_lora(ref: str, model: Any, path: str, is_local: bool) -> tuple[Any, bool]:
-    """Merge a Phi-4-mm checkpoint's ``speech-lora/`` adapter into ``model`` if it has one."""
-    from peft import PeftModel
-
-    if is_local:
-        source = Path(path) / SPEECH_LORA_DIR
-        if not (source / _ADAPTER_CONFIG).is_file():
-            return model, False
-        args: tuple[str, ...] = (str(source),)
-        kwargs: dict[str, Any] = {}
-    else:
-        from transformers.utils import cached_file
-
-        found = cached_file(
-            path,
-            _ADAPTER_CONFIG,
-            subfolder=SPEECH_LORA_DIR,
-            _raise_exceptions_for_missing_entries=False,
-        )
-        if found is None:
-            return model, False
-        args, kwargs = (path,), {"subfolder": SPEECH_LORA_DIR}
-    try:
-        with quiet_peft():
-            merged = PeftModel.from_pretrained(model, *args, **kwargs).merge_and_unload()
-    except (OSError, ValueError, RuntimeError) as err:
-        raise ModelLoadError(
-            "load_failed", f"cannot merge the {SPEECH_LORA_DIR} adapter of {ref!r}: {err}"
-        ) from None
-    return merged, True
-
-
-def _check_audio_token(ref: str, family: Family, config: Any, processor: Any) -> None:
+def _check_audio_token(ref: str, family: ModelFamily, config: Any, processor: Any) -> None:
     """The model's audio placeholder id must be the tokenizer's: otherwise Phi-4-mm ignores
     the audio without an error, and Qwen2-Audio fails at the first clip."""
-    if family == "qwen2-audio":
-        model_id = config.audio_token_id
-    else:
-        model_id = config.audio_config.audio_token_id
+    model_id = family.audio_token_id(config)
     tokenizer_id = processor.audio_token_id
     if model_id != tokenizer_id:
         raise ModelLoadError(

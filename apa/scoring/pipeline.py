@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from apa.audio import AudioConfig
 from apa.lexicon import Lexicon
 from apa.log import get_logger
+from apa.prepare import prepare
 from apa.schema import Assessment, ErrorRecord, Utterance
-from apa.scoring.prepare import prepare
-from apa.scoring.scorer import PreparedUtterance, Scorer, ScoreResult
-from apa.scoring.settings import DEFAULT_MAX_TEXT_CHARS
+from apa.scorer import PreparedUtterance, Scorer, ScoreResult
+from apa.text import DEFAULT_MAX_TEXT_CHARS
 
 log = get_logger(__name__)
 
@@ -107,7 +107,7 @@ def score_utterances(
     on_result: OnResult | None = None,
 ) -> Iterator[ScoreResult]:
     """Score ``utterances`` lazily; yields one result per input, in input order (see
-    :func:`~apa.scoring.prepare.prepare` for ``lexicon``, ``audio_config``,
+    :func:`~apa.prepare.prepare` for ``lexicon``, ``audio_config``,
     ``max_text_chars``)."""
     window = window or max(batch_size * 8, 32)
     it = iter(utterances)

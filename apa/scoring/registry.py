@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from apa.errors import ApaError
-from apa.scoring.scorer import Scorer
+from apa.scorer import Scorer
 from apa.scoring.settings import ScoringSettings
 
 GOP = "builtin:gop"
@@ -35,7 +35,7 @@ def resolve_model_name(name: str) -> str:
 def load_scorer(settings: ScoringSettings) -> Scorer:
     """Load the scorer the settings name (once per process or actor): :data:`GOP`, or else
     an audio LMM (``builtin:tiny-qwen2-audio``, ``builtin:tiny-phi4mm``, a directory, an
-    ``s3://`` prefix or a Hub id; :func:`apa.lmm.engine.load_lmm_scorer`), which raises
+    ``s3://`` prefix or a Hub id; :func:`apa.engine.scorer.load_lmm_scorer`), which raises
     :class:`~apa.models.loading.ModelLoadError` when it cannot be loaded."""
     name = resolve_model_name(settings.model)
     if name == GOP:
@@ -44,7 +44,7 @@ def load_scorer(settings: ScoringSettings) -> Scorer:
         from apa.gop.scorer import GopScorer, load_calibration
 
         return GopScorer(calibration=load_calibration(settings.gop_calibration))
-    from apa.lmm.engine import load_lmm_scorer
+    from apa.engine.scorer import load_lmm_scorer
 
     scorer = load_lmm_scorer(
         name,

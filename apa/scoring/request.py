@@ -1,10 +1,10 @@
 """One scoring request as an online service gets it: encoded audio bytes and a reference text
 in; out, the assessment trimmed to the levels the caller wants, with integer scores if asked.
 
-The checks are the batch pipeline's (:func:`apa.scoring.prepare.prepare`, :func:`apa.audio.
+The checks are the batch pipeline's (:func:`apa.prepare.prepare`, :func:`apa.audio.
 decode_audio`), so a request is refused for the same reasons, with the same ``stage.code``
 strings, as a row of a batch job (the length of the text included:
-:func:`apa.scoring.prepare.check_text_length`).
+:func:`apa.prepare.check_text_length`).
 
 >>> from apa.lexicon import Lexicon
 >>> lexicon = Lexicon({"WE": [["W", "IY0"]]})
@@ -25,12 +25,11 @@ from collections.abc import Collection
 from apa.audio import AudioConfig, decode_audio
 from apa.errors import ApaError, InputError
 from apa.lexicon import Lexicon, with_canonical_phones
-from apa.lmm.answer import nearest_score
+from apa.prepare import check_text_length, prepare
 from apa.schema import Assessment, ErrorRecord, Level, Utterance
-from apa.scoring.prepare import check_text_length, prepare
-from apa.scoring.scorer import PreparedUtterance
-from apa.scoring.settings import DEFAULT_MAX_TEXT_CHARS
-from apa.text import words_of
+from apa.scorer import PreparedUtterance
+from apa.scores import nearest_score
+from apa.text import DEFAULT_MAX_TEXT_CHARS, words_of
 
 LEVELS: tuple[Level, ...] = ("sentence", "word", "phone")
 

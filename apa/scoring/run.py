@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from apa import storage
 from apa.data.inputs import read_utterances
 from apa.lexicon import Lexicon
 from apa.log import get_logger
@@ -12,7 +11,7 @@ from apa.schema import Assessment, ErrorRecord
 from apa.scoring.pipeline import score_utterances
 from apa.scoring.registry import load_scorer
 from apa.scoring.settings import ScoringSettings
-from apa.scoring.summary import RunSummary, summarise
+from apa.scoring.summary import RunSummary, summarise, write_summary
 from apa.tables import write_tables
 
 log = get_logger(__name__)
@@ -87,10 +86,7 @@ def run_scoring(
         # LMM scorers count their forward passes; others have no such attribute.
         lm_forward_passes_per_utterance=getattr(scorer, "forward_passes_per_utterance", None),
     )
-    storage.write_bytes(
-        storage.resolve(output_uri, "summary.json"),
-        (summary.model_dump_json(indent=2) + "\n").encode(),
-    )
+    write_summary(output_uri, summary)
     log.info("scored", **summary.model_dump(exclude={"scorer"}), output=output_uri)
     return summary
 

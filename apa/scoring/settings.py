@@ -8,11 +8,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from apa.text import DEFAULT_MAX_TEXT_CHARS
+
 DEFAULT_MODEL = "auto"
-DEFAULT_MAX_TEXT_CHARS = 1000
-"""Longest reference text scored, in characters. A read sentence is well under 300; the work
-of scoring grows with the text (a 5,000-character text took minutes and gigabytes for one
-row), so a longer one is refused as ``input.text_too_long`` before any of it is done."""
 
 
 class ScoringSettings(BaseSettings):
@@ -26,8 +24,12 @@ class ScoringSettings(BaseSettings):
     )
     adapter: str | None = Field(default=None, description="LoRA adapter: local path or s3://")
     merge_adapter: bool = Field(default=False, description="merge the adapter into the weights")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="the model's weights and compute dtype; auto: bfloat16 on CUDA, float32 "
+        "elsewhere",
+    )
+    device: str = Field(default="auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
     batch_size: int = Field(default=8, ge=1, description="utterances per model call")
     max_text_chars: int = Field(
         default=DEFAULT_MAX_TEXT_CHARS,

@@ -1,4 +1,6 @@
-"""The account of a scoring run: inputs = scored + errors, errors by reason, speed."""
+"""The account of a scoring run: inputs = scored + errors, errors by reason, speed; written
+as ``summary.json`` beside the score tables by :func:`write_summary` (``apa score`` and the
+batch job alike)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,12 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from apa import storage
 from apa.schema import Assessment, ErrorRecord
-from apa.scoring.scorer import ScorerInfo
+from apa.scorer import ScorerInfo
+
+SUMMARY_FILE = "summary.json"
+"""The summary's name in a run's output directory."""
 
 
 class RunSummary(BaseModel):
@@ -65,3 +71,11 @@ def summarise(
             else None
         ),
     )
+
+
+def write_summary(output_uri: str, summary: RunSummary) -> str:
+    """Write ``summary`` as indented JSON to :data:`SUMMARY_FILE` in ``output_uri`` (local
+    or s3://, all or nothing); returns where it went."""
+    uri = storage.resolve(output_uri, SUMMARY_FILE)
+    storage.write_bytes(uri, (summary.model_dump_json(indent=2) + "\n").encode())
+    return uri

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from apa.log import get_logger
 from apa.schema import Assessment
-from apa.scoring.scorer import PreparedUtterance, Scorer, ScoreResult, ScorerInfo
+from apa.scorer import PreparedUtterance, Scorer, ScoreResult, ScorerInfo
 
 log = get_logger(__name__)
 

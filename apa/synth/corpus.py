@@ -81,9 +81,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from apa.audio import Audio
-from apa.data.speechocean762 import assessment_to_upstream
+from apa.data.scores_json import assessment_to_upstream
 from apa.lexicon import Lexicon
 from apa.log import get_logger
+from apa.phones import VOWELS
 from apa.schema import Assessment, PhoneAssessment, SentenceScores, WordAssessment
 from apa.synth.espeak import arpabet_phonemes, speak_words
 from apa.text import strip_stress
@@ -103,7 +104,6 @@ PAD_S = 0.2
 VOWEL_SUBSTITUTE = "OY"
 CONSONANT_SUBSTITUTE = "ZH"
 SPEAKER = "0001"
-_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
 
 WORDS: tuple[str, ...] = tuple(
     """
@@ -259,7 +259,7 @@ def _substitutable(phones: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
     spots = []
     for w, word in enumerate(phones):
         for p, phone in enumerate(word):
-            vowel = strip_stress(phone) in _VOWELS
+            vowel = strip_stress(phone) in VOWELS
             after_d = p > 0 and strip_stress(word[p - 1]) == "D"
             if vowel or not after_d:
                 spots.append((w, p))
@@ -268,7 +268,7 @@ def _substitutable(phones: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
 
 def _substitute(phone: str) -> str:
     base = strip_stress(phone)
-    if base in _VOWELS:
+    if base in VOWELS:
         return VOWEL_SUBSTITUTE + phone[len(base) :]  # keep the stress digit
     return CONSONANT_SUBSTITUTE
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from apa.phones import PHONES, STRESS_DIGITS, VOWELS
 from apa.schema import (
     Assessment,
     InsertedPhone,
@@ -17,12 +18,9 @@ from apa.schema import (
     SentenceScores,
     WordAssessment,
 )
+from apa.text import strip_stress
 
-ARPABET = (
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
-    "UH UW V W Y Z ZH"
-).split()
-_VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
+ARPABET = list(PHONES)
 
 
 def _score(high: float, *, allow_none: bool) -> st.SearchStrategy[float | None]:
@@ -33,7 +31,7 @@ def _score(high: float, *, allow_none: bool) -> st.SearchStrategy[float | None]:
 @st.composite
 def canonical_phones(draw: st.DrawFn) -> str:
     phone = draw(st.sampled_from(ARPABET))
-    return phone + draw(st.sampled_from("012")) if phone in _VOWELS else phone
+    return phone + draw(st.sampled_from(STRESS_DIGITS)) if phone in VOWELS else phone
 
 
 @st.composite
@@ -43,7 +41,7 @@ def phone_assessments(draw: st.DrawFn, *, allow_none: bool = False) -> PhoneAsse
     pronounced = None
     if error == "substitution":
         pronounced = draw(
-            st.sampled_from([p for p in ARPABET if p != phone.rstrip("012")] + ["<unk>"])
+            st.sampled_from([p for p in ARPABET if p != strip_stress(phone)] + ["<unk>"])
         )
     return PhoneAssessment(
         phone=phone,

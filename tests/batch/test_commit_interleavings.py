@@ -31,7 +31,7 @@ from apa.batch.commits import (
     write_steps,
 )
 from apa.schema import Assessment, ErrorRecord, SentenceScores, WordAssessment
-from apa.scoring.scorer import ScorerInfo
+from apa.scorer import ScorerInfo
 from apa.tables import TABLES, read_table
 
 INFO = ScorerInfo(name="builtin:test", backend="test", model_is_random=True)

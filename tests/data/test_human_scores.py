@@ -3,7 +3,8 @@ from pathlib import Path
 
 from apa.data.human_scores import read_human_scores
 from apa.data.manifest import write_manifest
-from apa.data.speechocean762 import assessment_to_upstream, prepare_speechocean762
+from apa.data.scores_json import assessment_to_upstream
+from apa.data.speechocean762 import prepare_speechocean762
 from apa.schema import Assessment, Utterance
 from apa.testing.factories import synthetic_scores
 

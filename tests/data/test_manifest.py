@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from apa.data.manifest import manifest_row, read_manifest, write_manifest
-from apa.data.speechocean762 import assessment_from_upstream, prepare_speechocean762
+from apa.data.scores_json import assessment_from_upstream
+from apa.data.speechocean762 import prepare_speechocean762
 from apa.lexicon import Lexicon
 
 SCORES: dict[str, Any] = {

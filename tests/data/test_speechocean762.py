@@ -11,11 +11,8 @@ from typing import Any
 
 import pytest
 
-from apa.data.speechocean762 import (
-    assessment_from_upstream,
-    assessment_to_upstream,
-    prepare_speechocean762,
-)
+from apa.data.scores_json import assessment_from_upstream, assessment_to_upstream
+from apa.data.speechocean762 import prepare_speechocean762
 from apa.errors import InputError
 from apa.lexicon import Lexicon
 from apa.schema import Assessment, PhoneAssessment, Utterance

@@ -15,8 +15,11 @@ import torch.multiprocessing as mp
 
 from apa.finetune.config import TrainConfig
 from apa.finetune.loop import Trainer
-from apa.models.builtin import TINY_QWEN2_AUDIO, ensure_builtin
+from apa.models.builtin import ensure_builtin
+from apa.models.families import TINY_QWEN2_AUDIO
 from apa.synth.corpus import SynthConfig, write_synthetic_corpus
+
+pytestmark = pytest.mark.integration  # two processes training with gloo
 
 
 def _free_port() -> int:

@@ -15,9 +15,13 @@ fluency -0.68 -> 0.97, total -0.89 -> 0.92.) Sentence accuracy is learned later 
 
 from __future__ import annotations
 
+import pytest
+
 from apa.finetune.config import TINY_RECIPE, TrainConfig
 from apa.finetune.loop import finetune
 from apa.synth.corpus import SynthConfig, write_synthetic_corpus
+
+pytestmark = pytest.mark.integration  # a few hundred training steps on espeak-ng speech: about 45 s
 
 SEED = 2
 STEPS = 300

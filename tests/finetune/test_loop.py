@@ -10,11 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 from apa.cli import app
-from apa.finetune.card import METRICS_FILE, TRAINING_FILE
 from apa.finetune.checkpoint import STATE_FILE, checkpoint_dirs
 from apa.finetune.config import TrainConfig
 from apa.finetune.loop import finetune
-from apa.models.builtin import TINY_PHI4MM, TINY_QWEN2_AUDIO
+from apa.models.card import METRICS_FILE, TRAINING_FILE
+from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
 from apa.tables import read_assessments
 
 
@@ -77,8 +77,17 @@ def test_adapter_with_card_loads_into_the_scorer(
     scored = tmp_path / "scored"
     cli = CliRunner().invoke(
         app,
-        ["score", "--input", str(small_corpus / "test"), "--output", str(scored),
-         "--model", model, "--adapter", str(adapter)],
+        [
+            "score",
+            "--input",
+            str(small_corpus / "test"),
+            "--output",
+            str(scored),
+            "--model",
+            model,
+            "--adapter",
+            str(adapter),
+        ],
     )  # fmt: skip  (no --mode: the card makes it one-pass, the format the adapter learned)
     assert cli.exit_code == 0, cli.output
     summary = json.loads((scored / "summary.json").read_text())

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from apa.cli import app
-from apa.data.speechocean762 import assessment_to_upstream, prepare_speechocean762
+from apa.data.scores_json import assessment_to_upstream
+from apa.data.speechocean762 import prepare_speechocean762
 from apa.gop.calibration import Calibration, Features, calibrate, fit_calibration
 from apa.gop.scorer import GopScorer
 from apa.schema import Assessment, ErrorRecord

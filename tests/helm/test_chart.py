@@ -1,12 +1,13 @@
 """helm/apa: lint, render with default and CI values, validate every rendered object (KubeRay
 CRDs strictly, core objects with kubernetes-validate), and check what the chart promises:
-the Serve config the app accepts, GPU groups, non-root pods, the API-key Secret, the schema."""
+the Serve config the app accepts, job entrypoints the jobs parse into their settings, GPU
+groups, non-root pods, the API-key Secret, the schema, and the files generated from the code
+and the values (helm/generate.py: schema parts, `# --` comments, README.md)."""
 
 from __future__ import annotations
 
 import base64
 import json
-import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,14 @@ import pytest
 import yaml
 
 from serve.settings import ServeSettings, args_json_schema
+from tests.helm.generator import generate
+from tests.helm.jobs import batch_settings, finetune_settings
 from tests.k8s.validate import validate_documents
 
 REPO = Path(__file__).resolve().parents[2]
 HELM = REPO / ".tools" / "helm"
 CHART = REPO / "helm" / "apa"
 CI_VALUES = CHART / "ci" / "ci-values.yaml"
-BATCH_FLAGS = {
-    "--input", "--output", "--model", "--adapter", "--batch-size", "--num-gpus",
-    "--min-actors", "--max-actors",
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +122,15 @@ def test_ci_render_gpu_groups_keys_and_batch_job(helm, tmp_path) -> None:
             assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage.svc:9000"} in (
                 container["env"]
             )
-    argv = shlex.split(job["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "ray_jobs.batch_score"]
-    flags = dict(zip(argv[3::2], argv[4::2], strict=True))
-    assert set(flags) <= BATCH_FLAGS
-    assert flags["--input"] == "s3://data/speechocean762/test" and flags["--num-gpus"] == "1"
-    assert flags["--adapter"] == "s3://adapters/run7"
+    settings = batch_settings(job)
+    assert settings.input == "s3://data/speechocean762/test" and settings.num_gpus == 1
+    assert settings.scoring.adapter == "s3://adapters/run7" and settings.scoring.batch_size == 16
+    assert settings.max_actors == 4 and settings.forward_env is False
+    for pod in pods(job["spec"]["rayClusterSpec"]).values():  # only the service has the keys
+        assert "api-keys" not in {v["name"] for v in pod["volumes"]}
+        assert not {"APA_SERVE_API_KEYS_FILE", "APA_SERVE_AUTH"} & {
+            e["name"] for e in pod["containers"][0]["env"]
+        }
     assert job["spec"]["shutdownAfterJobFinishes"] is True
     keys_file = tmp_path / "keys"
     keys_file.write_text("\n".join(keys))
@@ -178,6 +180,15 @@ def test_schema_of_serve_args_is_the_settings_schema() -> None:
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("additionalWorkerGroups.Bad_Name.replicas=1", "Bad_Name"),
         ("head.unknown=1", "unknown"),
+        ("batchJob.args.batch_size=4", "batch_size"),  # a scoring field: under args.scoring
+        ("batchJob.args.scoring.batch_sizee=4", "batch_sizee"),
+        ("batchJob.args.max_actors=0", "/batchJob/args/max_actors"),
+        ("batchJob.args.address=ray://x", "address"),
+        ("batchJob.workerGroups.Bad_Name.replicas=1", "Bad_Name"),
+        ("finetuneJob.args.workers=0", "/finetuneJob/args/workers"),
+        ("finetuneJob.args.epochs=3", "epochs"),  # a TrainConfig field: in trainConfig
+        ("finetuneJob.trainConfig.rnak=16", "rnak"),
+        ("finetuneJob.trainConfig.schedule=steep", "/finetuneJob/trainConfig/schedule"),
     ],
 )
 def test_schema_rejects_bad_values(helm, flag, message) -> None:
@@ -186,7 +197,142 @@ def test_schema_rejects_bad_values(helm, flag, message) -> None:
     assert "schema" in done.stderr and message in done.stderr, done.stderr
 
 
-def test_batch_job_needs_input_and_output(helm) -> None:
-    done = run_helm(helm, "template", "rel", str(CHART), "--set", "batchJob.enabled=true")
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [
+        ("batchJob", "batchJob.enabled needs batchJob.args.input and batchJob.args.output"),
+        ("finetuneJob", "finetuneJob.enabled needs finetuneJob.args.train and "
+         "finetuneJob.args.storage"),
+    ],
+)  # fmt: skip
+def test_jobs_need_their_data(helm, job, message) -> None:
+    done = run_helm(helm, "template", "rel", str(CHART), "--set", f"{job}.enabled=true")
     assert done.returncode != 0
-    assert "batchJob.enabled needs batchJob.input and batchJob.output" in done.stderr
+    assert message in done.stderr
+
+
+def test_job_flags_from_args_and_their_own_worker_groups(helm, tmp_path) -> None:
+    """Every kind of value becomes what the job parses: numbers (from a values file: floats
+    to Helm) without an exponent, true/false as --x/--no-x, null and "" left out, a nested map
+    flattened; words a shell would split are quoted."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "batchJob": {
+                    "enabled": True,
+                    "args": {
+                        "input": "s3://in/it's here.jsonl",
+                        "output": "s3://out",
+                        "object_store_mib": 16777216,
+                        "cpus_per_task": 0.5,
+                        "limit": None,
+                        "forward_env": True,
+                        "scoring": {"adapter": "", "timings": True},
+                    },
+                    "workerGroups": {
+                        "scorers": {"replicas": 2, "minReplicas": 2, "maxReplicas": 2,
+                                    "resources": {"limits": {"cpu": "3"}}},
+                    },
+                }
+            }
+        )
+    )  # fmt: skip
+    objects = render(helm, "-f", str(values))
+    job = by_kind(objects)["RayJob"]
+    settings = batch_settings(job)
+    assert settings.input == "s3://in/it's here.jsonl" and settings.object_store_mib == 2**24
+    assert settings.cpus_per_task == 0.5 and settings.limit is None and settings.forward_env
+    assert settings.scoring.adapter is None and settings.scoring.timings is True
+    assert "--no-forward-env" not in job["spec"]["entrypoint"]
+    cluster = job["spec"]["rayClusterSpec"]
+    assert [g["groupName"] for g in cluster["workerGroupSpecs"]] == ["scorers"]
+    # the RayService keeps the chart's groups
+    service = by_kind(objects)["RayService"]["spec"]["rayClusterConfig"]
+    assert [g["groupName"] for g in service["workerGroupSpecs"]] == ["workers"]
+
+
+def test_finetune_job_train_config_as_sets(helm) -> None:
+    train_config = {
+        "rank": 16,
+        "learning_rate": 0.0002,
+        "bf16": False,
+        "schedule": "linear",
+        "target_modules": ["q_proj", "v_proj"],
+        "loss_weights": {"sentence": 1.0, "word": 0.5, "phone": 0.5, "pronounced": 0.25},
+    }
+    objects = by_kind(
+        render(
+            helm,
+            "--set",
+            "finetuneJob.enabled=true,finetuneJob.args.gpu=true,"
+            "finetuneJob.args.train=s3://data/train,finetuneJob.args.storage=s3://ft",
+            "--set-json",
+            f"finetuneJob.trainConfig={json.dumps(train_config)}",
+        )
+    )
+    config, options = finetune_settings(objects["RayJob"])
+    assert config.model_dump(include=set(train_config)) == train_config
+    assert config.train == "s3://data/train" and config.out == "/tmp/apa-finetune"
+    assert options == {"workers": 2, "gpu": True, "storage_path": "s3://ft", "name": "apa-finetune"}
+
+
+# --- generated from the code and the values (helm/generate.py) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def generated(helm) -> dict[Path, str]:
+    return generate.outputs()
+
+
+@pytest.mark.parametrize(
+    "path", [generate.SCHEMA, generate.VALUES, generate.README], ids=lambda p: p.name
+)
+def test_generated_file_is_up_to_date(generated, path) -> None:
+    assert path.read_text() == generated[path], (
+        f"{path.relative_to(REPO)} is out of date: run .venv/bin/python helm/generate.py"
+    )
+
+
+def test_every_values_key_has_a_doc_comment() -> None:
+    assert generate.undocumented(generate.VALUES.read_text()) == []
+
+
+def test_a_key_without_a_doc_comment_is_found() -> None:
+    text = """\
+# -- documented as a whole: its children need no comment
+resources:
+  limits:
+    cpu: "1"
+# -- a map whose children are listed
+group:
+  # -- documented
+  replicas: 1
+  tolerations: []
+# free text is no doc comment
+image: apa
+"""
+    assert generate.undocumented(text) == ["group.tolerations", "image"]
+    rows = {".".join(k.path): k.description for k in generate.rows(generate.parse_values(text))}
+    assert rows["resources"] == "documented as a whole: its children need no comment"
+    assert "resources.limits" not in rows and rows["group.replicas"] == "documented"
+
+
+def test_serve_args_comments_are_the_settings_descriptions() -> None:
+    """The `# --` comment of each serve.args key is the ServeSettings field's description
+    (hand-written only where the field has none)."""
+    keys = {k.path: k for k in generate.rows(generate.parse_values(generate.VALUES.read_text()))}
+    args = [path for path in keys if path[:2] == ("serve", "args") and len(path) > 2]
+    assert len(args) > 10
+    for path in args:
+        description = generate._model_description(ServeSettings, path[2:])
+        if description:
+            assert keys[path].description == " ".join(description.split()), path
+
+
+def test_readme_lists_every_key_with_type_default_and_description() -> None:
+    readme = generate.README.read_text()
+    assert "| Key | Type | Default | Description |" in readme
+    for key in ("serve.args.scoring.batch_size", "batchJob.args.scoring.model",
+                "finetuneJob.trainConfig", "worker.resources", "apiKeys.auth"):  # fmt: skip
+        assert f"| `{key}` |" in readme, key

@@ -1,69 +1,60 @@
-"""k8s/rayjob-batch-score.yaml: valid against the KubeRay CRDs, and it runs the batch job
-the way the repository defines it (entrypoint flags the job accepts, GPUs where the actors
-are, credentials from the Secret)."""
+"""k8s/rayjob-batch-score.yaml: the chart's batch RayJob rendered with
+k8s/values-batch-score.yaml (never edited by hand), valid against the KubeRay CRDs, and it
+runs the batch job the way the repository defines it (an entrypoint the job parses into its
+settings, GPUs where the actors are, credentials from a Secret in every pod)."""
 
 from __future__ import annotations
 
 import functools
-import shlex
 from pathlib import Path
 
-import yaml
-
-from apa.batch.settings import BatchSettings
+from tests.helm.generator import generate
+from tests.helm.jobs import batch_settings
 from tests.k8s.validate import validate_documents
 
 MANIFEST = Path(__file__).resolve().parents[2] / "k8s" / "rayjob-batch-score.yaml"
 
 
 @functools.cache
-def _objects() -> dict[str, dict]:
-    return {o["kind"]: o for o in validate_documents(MANIFEST.read_text())}
+def _rayjob() -> dict:
+    (rayjob,) = validate_documents(MANIFEST.read_text())
+    return rayjob
 
 
-def test_rayjob_and_secret_validate():
-    objects = _objects()
-    assert set(objects) == {"RayJob", "Secret"}
-    spec = objects["RayJob"]["spec"]
-    assert spec["shutdownAfterJobFinishes"] is True
-    assert spec["backoffLimit"] >= 1
+def test_manifest_is_the_chart_rendered() -> None:
+    values, template = generate.MANIFESTS[MANIFEST]
+    assert MANIFEST.read_text() == generate.manifest_text(values, template), (
+        "k8s/rayjob-batch-score.yaml differs from the chart's render: "
+        "run .venv/bin/python helm/generate.py"
+    )
 
 
-def test_entrypoint_is_the_batch_job_with_flags_it_accepts():
-    from typer.testing import CliRunner
-
-    from ray_jobs.batch_score import app
-
-    args = shlex.split(_objects()["RayJob"]["spec"]["entrypoint"])
-    assert args[:3] == ["python", "-m", "ray_jobs.batch_score"]
-    flags = {a for a in args[3:] if a.startswith("--")}
-    help_text = CliRunner().invoke(app, ["--help"], terminal_width=200).output
-    assert flags and all(f in help_text for f in flags), flags
-    assert "--num-gpus" in flags
+def test_rayjob_validates_and_cleans_up():
+    job = _rayjob()
+    assert job["kind"] == "RayJob" and job["metadata"]["name"] == "apa-batch-score"
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    assert job["spec"]["backoffLimit"] >= 1
 
 
-def test_gpu_workers_and_s3_credentials_from_the_secret():
-    objects = _objects()
-    secret = objects["Secret"]["metadata"]["name"]
-    cluster = objects["RayJob"]["spec"]["rayClusterSpec"]
+def test_entrypoint_is_the_batch_job_with_settings_it_accepts():
+    settings = batch_settings(_rayjob())
+    assert settings.input.startswith("s3://") and settings.output.startswith("s3://")
+    assert settings.num_gpus == 1 and settings.scoring.batch_size == 16
+    # credentials reach every pod from the Secret: the job forwards no environment
+    assert settings.forward_env is False
+
+
+def test_gpu_workers_and_s3_credentials_from_a_secret():
+    cluster = _rayjob()["spec"]["rayClusterSpec"]
     pods = [cluster["headGroupSpec"]["template"]] + [
         g["template"] for g in cluster["workerGroupSpecs"]
     ]
     for pod in pods:
         for container in pod["spec"]["containers"]:
             refs = [e["secretRef"]["name"] for e in container.get("envFrom", [])]
-            assert secret in refs
-    gpus = [
-        c["resources"]["limits"].get("nvidia.com/gpu")
-        for g in cluster["workerGroupSpecs"]
-        for c in g["template"]["spec"]["containers"]
-    ]
-    assert gpus and all(int(g) >= 1 for g in gpus)
-    assert set(objects["Secret"]["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-
-
-def test_runtime_env_variables_are_batch_settings():
-    env = yaml.safe_load(_objects()["RayJob"]["spec"]["runtimeEnvYAML"])["env_vars"]
-    prefix = BatchSettings.model_config["env_prefix"]
-    fields = {f"{prefix}{name}".upper() for name in BatchSettings.model_fields}
-    assert {k for k in env if k.startswith(prefix)} <= fields
+            assert refs == ["apa-s3"]
+    settings = batch_settings(_rayjob())
+    for group in cluster["workerGroupSpecs"]:
+        (container,) = group["template"]["spec"]["containers"]
+        assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+        assert group["maxReplicas"] == settings.max_actors  # one scorer actor per GPU

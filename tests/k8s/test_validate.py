@@ -46,8 +46,14 @@ def test_names_a_wrong_type_deep_in_the_pod_template():
 
 def test_core_objects_are_validated_strictly():
     with pytest.raises(InvalidObject, match="stringDat"):
-        validate_object({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k"},
-                         "stringDat": {"a": "b"}})
+        validate_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "k"},
+                "stringDat": {"a": "b"},
+            }
+        )
 
 
 def test_an_empty_stream_is_an_error():

@@ -8,9 +8,10 @@ import re
 import pytest
 from hypothesis import given, settings
 
-from apa.finetune.card import TRAINING_FILE
+from apa.engine.scorer import adapter_prompt
 from apa.lmm.answer import AnswerTemplate, render
-from apa.lmm.prompt import adapter_prompt, instruction
+from apa.lmm.prompt import instruction
+from apa.models.card import TRAINING_FILE
 from apa.schema import SENTENCE_ASPECTS
 from apa.testing.strategies import assessments
 

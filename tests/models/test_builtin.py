@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,18 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from apa.models import builtin
-from apa.models.builtin import (
-    MARKER,
-    TINY_PHI4MM,
-    TINY_QWEN2_AUDIO,
-    build_tiny_phi4mm,
-    build_tiny_qwen2_audio,
-    ensure_builtin,
-    read_marker,
-)
+from apa.models import builtin, families, tiny
+from apa.models.builtin import ensure_builtin
+from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
+from apa.models.phi4mm import tiny as phi4mm_tiny
+from apa.models.qwen2_audio import tiny as qwen2_audio_tiny
+from apa.models.tiny import MARKER, read_marker
 
-BUILDERS = {TINY_QWEN2_AUDIO: build_tiny_qwen2_audio, TINY_PHI4MM: build_tiny_phi4mm}
+BUILDERS = {TINY_QWEN2_AUDIO: qwen2_audio_tiny.build_tiny, TINY_PHI4MM: phi4mm_tiny.build_tiny}
 AUDIO_PROMPT = [
     {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Rate it."}]}
 ]
@@ -65,7 +62,7 @@ def test_marker_says_random(twice, name: str) -> None:
     assert marker is not None
     assert marker["name"] == name
     assert marker["random_weights"] is True
-    assert marker["seed"] == builtin.SEED
+    assert marker["seed"] == tiny.SEED
     assert "apa_version" in marker
 
 
@@ -77,7 +74,7 @@ def test_tiny_qwen2_audio_is_shaped_like_the_real_one(twice) -> None:
     processor = AutoProcessor.from_pretrained(path)
     tokenizer = processor.tokenizer
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
-    ids = dict(zip(builtin.QWEN2_SPECIAL_TOKENS, range(6), strict=True))
+    ids = dict(zip(qwen2_audio_tiny.SPECIAL_TOKENS, range(6), strict=True))
     assert {t: tokenizer.convert_tokens_to_ids(t) for t in ids} == ids
     assert model.config.audio_token_id == ids["<|AUDIO|>"] == processor.audio_token_id
     assert 300 <= len(tokenizer) <= model.config.text_config.vocab_size
@@ -96,14 +93,14 @@ def test_tiny_qwen2_audio_is_shaped_like_the_real_one(twice) -> None:
 def test_tiny_phi4mm_is_shaped_like_the_real_one(twice) -> None:
     from transformers import Phi4MultimodalForCausalLM
 
-    from apa.models.loading import load_phi4mm_processor
+    from apa.models.phi4mm.loading import load_processor
 
     path = twice[TINY_PHI4MM][0]
     model = Phi4MultimodalForCausalLM.from_pretrained(path)
-    processor = load_phi4mm_processor(path)
+    processor = load_processor(path)
     tokenizer = processor.tokenizer
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
-    ids = dict(zip(builtin.PHI4MM_SPECIAL_TOKENS, range(7), strict=True))
+    ids = dict(zip(phi4mm_tiny.SPECIAL_TOKENS, range(7), strict=True))
     assert {t: tokenizer.convert_tokens_to_ids(t) for t in ids} == ids
     assert model.config.audio_config.audio_token_id == ids["<|audio|>"] == processor.audio_token_id
     assert model.config.vision_config.image_token_id == ids["<|image|>"]
@@ -117,15 +114,22 @@ def test_tiny_phi4mm_is_shaped_like_the_real_one(twice) -> None:
     assert tokenizer.tokenize("10") == ["10"]  # o200k keeps up to three digits together
 
 
+def _swap_builder(monkeypatch, name: str, build) -> None:
+    """Make ``ensure_builtin`` build ``name`` with ``build``."""
+    family = dataclasses.replace(families.by_tiny_name(name), build_tiny=build)
+    real = builtin.by_tiny_name
+    monkeypatch.setattr(builtin, "by_tiny_name", lambda n: family if n == name else real(n))
+
+
 def test_ensure_builtin_builds_once_into_the_cache(tmp_path, monkeypatch) -> None:
     calls: list[Path] = []
-    real = builtin._BUILDERS[TINY_QWEN2_AUDIO]
+    real = families.by_tiny_name(TINY_QWEN2_AUDIO)
 
     def spy(path: Path) -> Path:
         calls.append(path)
-        return real(path)
+        return real.build_tiny(path)
 
-    monkeypatch.setitem(builtin._BUILDERS, TINY_QWEN2_AUDIO, spy)
+    _swap_builder(monkeypatch, TINY_QWEN2_AUDIO, spy)
     monkeypatch.setenv("APA_CACHE_DIR", str(tmp_path))
     first = ensure_builtin(TINY_QWEN2_AUDIO)
     stamp = (first / "model.safetensors").stat().st_mtime_ns
@@ -143,7 +147,7 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
         (path / "config.json").write_text("{}")
         raise RuntimeError("disk full")
 
-    monkeypatch.setitem(builtin._BUILDERS, TINY_PHI4MM, broken)
+    _swap_builder(monkeypatch, TINY_PHI4MM, broken)
     with pytest.raises(RuntimeError, match="disk full"):
         ensure_builtin(TINY_PHI4MM, cache_dir=tmp_path)
     assert list((tmp_path / "builtin").iterdir()) == []

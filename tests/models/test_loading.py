@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from apa.models import cache as model_cache
-from apa.models.builtin import TINY_PHI4MM, TINY_QWEN2_AUDIO, ensure_builtin
+from apa.models.builtin import ensure_builtin
+from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
 from apa.models.loading import (
     LoadedModel,
     ModelLoadError,

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from apa.batch.settings import BatchSettings
-from apa.data.demo import make_demo_corpus
 from apa.scoring.settings import ScoringSettings
+from apa.synth.demo import make_demo_corpus
 from apa.tables import TABLES, read_table
 
 KEYS = {
@@ -22,7 +22,7 @@ KEYS = {
 
 @pytest.fixture(scope="session")
 def demo_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four spoken sentences plus the four deliberately bad rows of apa.data.demo."""
+    """Four spoken sentences plus the four deliberately bad rows of apa.synth.demo."""
     return make_demo_corpus(tmp_path_factory.mktemp("demo"), n=4)
 
 

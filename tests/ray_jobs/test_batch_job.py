@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 
 from apa.batch.commits import read_commits
-from apa.data.demo import BAD_ROWS
 from apa.data.inputs import read_utterances
 from apa.scoring.run import run_scoring
 from apa.scoring.settings import ScoringSettings
+from apa.synth.demo import BAD_ROWS
 from apa.tables import read_assessments, read_table
 from ray_jobs.batch_score import run_batch
 from tests.ray_jobs.conftest import job_settings, sorted_tables

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from apa.lmm.engine import load_lmm_scorer
-from apa.models.builtin import TINY_QWEN2_AUDIO
+from apa.engine.scorer import load_lmm_scorer
+from apa.models.families import TINY_QWEN2_AUDIO
+from apa.prepare import prepare
 from apa.schema import Assessment
 from apa.scoring.pipeline import score_batch
-from apa.scoring.prepare import prepare
 from apa.synth.corpus import SynthConfig, write_synthetic_corpus
 
 

@@ -11,8 +11,8 @@ import soundfile as sf
 
 from apa.lexicon import Lexicon
 from apa.schema import Assessment, ErrorRecord, SentenceScores, Utterance
+from apa.scorer import PreparedUtterance, Scorer, ScoreResult, ScorerInfo
 from apa.scoring.pipeline import ScorerContractError, score_utterances
-from apa.scoring.scorer import PreparedUtterance, Scorer, ScoreResult, ScorerInfo
 
 LEXICON = Lexicon({"HELLO": [["HH", "AH0", "L", "OW1"]], "WORLD": [["W", "ER1", "L", "D"]]})
 

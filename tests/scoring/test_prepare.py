@@ -1,4 +1,4 @@
-"""apa.scoring.prepare: the text's length is checked first, by one function that apa score,
+"""apa.prepare: the text's length is checked first, by one function that apa score,
 the batch job's prepare stage and the service's requests share, from one setting."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import pytest
 import soundfile as sf
 
 from apa.lexicon import Lexicon
+from apa.prepare import prepare
 from apa.schema import ErrorRecord, Utterance
-from apa.scoring.prepare import prepare
+from apa.scorer import PreparedUtterance
 from apa.scoring.request import prepare_request
-from apa.scoring.scorer import PreparedUtterance
-from apa.scoring.settings import DEFAULT_MAX_TEXT_CHARS, ScoringSettings
+from apa.scoring.settings import ScoringSettings
+from apa.text import DEFAULT_MAX_TEXT_CHARS
 
 LEXICON = Lexicon({"WE": [["W", "IY0"]]})
 

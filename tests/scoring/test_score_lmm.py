@@ -132,7 +132,7 @@ def test_bad_mode_is_refused(sample_dir, tmp_path) -> None:
 
 
 def test_registry_loads_lmm_scorers_with_their_settings() -> None:
-    from apa.lmm.engine import LmmScorer
+    from apa.engine.scorer import LmmScorer
 
     scorer = load_scorer(
         ScoringSettings(model="builtin:tiny-phi4mm", mode="one-pass", scores="greedy")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from apa.gop.aligner import ARPABET
+from apa.phones import PHONES
 from apa.synth import espeak
 from apa.synth.espeak import (
     ARPABET_TO_ESPEAK,
@@ -99,7 +99,7 @@ def test_speak_words_puts_exactly_the_pause_between_words():
 
 
 def test_arpabet_mapping_covers_the_model_phones():
-    assert set(ARPABET_TO_ESPEAK) == ARPABET
+    assert set(ARPABET_TO_ESPEAK) == set(PHONES)
     assert len(set(ARPABET_TO_ESPEAK.values())) == len(ARPABET_TO_ESPEAK)
     assert ESPEAK_TO_ARPABET["@"] == "AH" and ESPEAK_TO_ARPABET["tS"] == "CH"
 

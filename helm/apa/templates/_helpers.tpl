@@ -45,7 +45,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The pod template of one Ray group.
-Args (dict): root (the chart context), group (head or worker values), container (name).
+Args (dict): root (the chart context), group (head or worker values), container (name),
+head (true for the head), serve (true for the RayService's pods: only they get the API keys).
 */}}
 {{- define "apa.podTemplate" -}}
 {{- $root := .root }}
@@ -80,12 +81,14 @@ spec:
           value: /cache
         - name: APA_LOG_FORMAT
           value: json
+        {{- if .serve }}
         {{- if include "apa.authEnabled" $root }}
         - name: APA_SERVE_API_KEYS_FILE
           value: /etc/apa/api-keys/{{ $root.Values.apiKeys.secretKey }}
         {{- else }}
         - name: APA_SERVE_AUTH
           value: disabled
+        {{- end }}
         {{- end }}
         {{- with $root.Values.common.containerEnv }}
         {{- toYaml . | nindent 8 }}
@@ -123,10 +126,13 @@ spec:
           mountPath: /tmp
         - name: cache
           mountPath: /cache
-        {{- if include "apa.authEnabled" $root }}
+        {{- if and .serve (include "apa.authEnabled" $root) }}
         - name: api-keys
           mountPath: /etc/apa/api-keys
           readOnly: true
+        {{- end }}
+        {{- with $group.volumeMounts }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
   volumes:
     - name: tmp
@@ -135,11 +141,14 @@ spec:
     - name: cache
       emptyDir:
         sizeLimit: {{ $root.Values.scratch.cacheSizeLimit }}
-    {{- if include "apa.authEnabled" $root }}
+    {{- if and .serve (include "apa.authEnabled" $root) }}
     - name: api-keys
       secret:
         secretName: {{ include "apa.apiKeysSecret" $root }}
         defaultMode: 0440
+    {{- end }}
+    {{- with $group.volumes }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- with $group.nodeSelector }}
   nodeSelector:
@@ -155,7 +164,7 @@ spec:
   {{- end }}
 {{- end }}
 
-{{/* One worker group spec. Args (dict): root, name, group. */}}
+{{/* One worker group spec. Args (dict): root, name, group, serve. */}}
 {{- define "apa.workerGroup" -}}
 - groupName: {{ .name }}
   replicas: {{ .group.replicas }}
@@ -168,29 +177,41 @@ spec:
   rayStartParams: {}
   {{- end }}
   template:
-    {{- include "apa.podTemplate" (dict "root" .root "group" .group "container" "ray-worker") | nindent 4 }}
+    {{- include "apa.podTemplate" (dict "root" .root "group" .group "container" "ray-worker" "serve" .serve) | nindent 4 }}
 {{- end }}
 
-{{/* The Ray cluster spec shared by the RayService and the batch RayJob. */}}
+{{/*
+The Ray cluster spec of the RayService and of each RayJob.
+Args (dict): root (the chart context); serve (true for the RayService); workerGroups (a job's
+own groups, keyed by name; empty: the chart's worker and additionalWorkerGroups).
+*/}}
 {{- define "apa.clusterSpec" -}}
-rayVersion: {{ .Values.rayVersion | quote }}
-enableInTreeAutoscaling: {{ .Values.enableInTreeAutoscaling }}
+{{- $root := .root }}
+{{- $serve := .serve }}
+{{- $named := dict }}
+{{- if .workerGroups }}
+{{- $named = .workerGroups }}
+{{- else }}
+{{- $named = $root.Values.additionalWorkerGroups }}
+{{- end -}}
+rayVersion: {{ $root.Values.rayVersion | quote }}
+enableInTreeAutoscaling: {{ $root.Values.enableInTreeAutoscaling }}
 headGroupSpec:
-  {{- with .Values.head.rayStartParams }}
+  {{- with $root.Values.head.rayStartParams }}
   rayStartParams:
     {{- toYaml . | nindent 4 }}
   {{- else }}
   rayStartParams: {}
   {{- end }}
   template:
-    {{- include "apa.podTemplate" (dict "root" . "group" .Values.head "container" "ray-head" "head" true) | nindent 4 }}
+    {{- include "apa.podTemplate" (dict "root" $root "group" $root.Values.head "container" "ray-head" "head" true "serve" $serve) | nindent 4 }}
 {{- $groups := list }}
-{{- if not .Values.worker.disabled }}
-{{- $groups = append $groups (include "apa.workerGroup" (dict "root" . "name" .Values.worker.groupName "group" .Values.worker)) }}
+{{- if and (not .workerGroups) (not $root.Values.worker.disabled) }}
+{{- $groups = append $groups (include "apa.workerGroup" (dict "root" $root "name" $root.Values.worker.groupName "group" $root.Values.worker "serve" $serve)) }}
 {{- end }}
-{{- range $name, $group := .Values.additionalWorkerGroups }}
+{{- range $name, $group := $named }}
 {{- if not $group.disabled }}
-{{- $groups = append $groups (include "apa.workerGroup" (dict "root" $ "name" $name "group" $group)) }}
+{{- $groups = append $groups (include "apa.workerGroup" (dict "root" $root "name" $name "group" $group "serve" $serve)) }}
 {{- end }}
 {{- end }}
 {{- if $groups }}
@@ -201,4 +222,63 @@ workerGroupSpecs:
 {{- else }}
 workerGroupSpecs: []
 {{- end }}
+{{- end }}
+
+{{/*
+A shell word: as is when it is plain, else single-quoted (a job's entrypoint is run by a shell).
+*/}}
+{{- define "apa.shellWord" -}}
+{{- if regexMatch "^[-_./:=@%+,A-Za-z0-9]+$" . }}{{ . }}
+{{- else }}'{{ replace "'" "'\\''" . }}'
+{{- end }}
+{{- end }}
+
+{{/* A scalar value as a command-line word: whole numbers without an exponent. */}}
+{{- define "apa.scalar" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) }}{{ int64 . }}
+{{- else }}{{ toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Command-line flags from a map of settings (a job's `args`), as a JSON list: each key becomes
+--key-with-dashes VALUE; true/false become --key / --no-key; null and "" are left out (the
+job's own default applies); a nested map (batchJob.args.scoring) adds its keys the same way.
+*/}}
+{{- define "apa.flags" -}}
+{{- $args := list }}
+{{- range $key, $value := . }}
+{{- $flag := $key | replace "_" "-" }}
+{{- if kindIs "map" $value }}
+{{- $args = concat $args (include "apa.flags" $value | fromJsonArray) }}
+{{- else if kindIs "bool" $value }}
+{{- $args = append $args (printf "--%s%s" (ternary "" "no-" $value) $flag) }}
+{{- else if kindIs "slice" $value }}
+{{- fail (printf "%s: a list is not a command-line flag value" $key) }}
+{{- else if and (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
+{{- $args = concat $args (list (printf "--%s" $flag) (include "apa.scalar" $value)) }}
+{{- end }}
+{{- end }}
+{{- toJson $args }}
+{{- end }}
+
+{{/* A job's entrypoint from a list of words. */}}
+{{- define "apa.entrypoint" -}}
+{{- $words := list }}
+{{- range . }}
+{{- $words = append $words (include "apa.shellWord" .) }}
+{{- end }}
+{{- join " " $words | toJson }}
+{{- end }}
+
+{{/*
+The RayJob fields every job shares. Args (dict): root, job (batchJob or finetuneJob values).
+*/}}
+{{- define "apa.jobSpec" -}}
+shutdownAfterJobFinishes: {{ .job.shutdownAfterJobFinishes }}
+ttlSecondsAfterFinished: {{ .job.ttlSecondsAfterFinished }}
+activeDeadlineSeconds: {{ .job.activeDeadlineSeconds }}
+backoffLimit: {{ .job.backoffLimit }}
+rayClusterSpec:
+  {{- include "apa.clusterSpec" (dict "root" .root "workerGroups" .job.workerGroups) | nindent 2 }}
 {{- end }}

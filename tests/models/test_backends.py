@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from apa.lmm.answer import AnswerTemplate, render
-from apa.lmm.backends import backend_for, build_batch, positions, text_model_and_head
 from apa.lmm.vocab import SLOT
-from apa.models.builtin import TINY_PHI4MM, TINY_QWEN2_AUDIO
+from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO, by_name
+from apa.models.inputs import build_batch, positions, text_model_and_head
 from apa.schema import Assessment, PhoneAssessment, SentenceScores, WordAssessment
 
 SR = 16_000
@@ -56,7 +56,7 @@ def test_prompt_has_one_audio_placeholder_and_ends_at_the_assistant_prefix(
     loaded_models, name
 ) -> None:
     loaded = loaded_models[name]
-    backend = backend_for(loaded.family)
+    backend = by_name(loaded.family).backend()
     assert backend.family == loaded.family
     text = backend.prompt(loaded.processor, "Rate it.")
     assert text.count(loaded.processor.audio_token) == 1
@@ -72,7 +72,7 @@ def test_prompt_has_one_audio_placeholder_and_ends_at_the_assistant_prefix(
 def test_batch_is_left_padded_with_each_answer_right_after_its_prompt(loaded_models, name) -> None:
     loaded = loaded_models[name]
     processor, tokenizer = loaded.processor, loaded.processor.tokenizer
-    backend = backend_for(loaded.family)
+    backend = by_name(loaded.family).backend()
     prompts = [backend.prompt(processor, "Rate it."), backend.prompt(processor, "Rate it, please.")]
     answers = [TEMPLATE.placeholder_text(), render(ASSESSMENT).text]
     clips = [sine(440, 2.0), sine(440, 1.0)]
@@ -115,7 +115,7 @@ def test_first_pass_gives_each_clip_the_same_states_alone_or_batched(loaded_mode
     """Phi-4-mm's native audio encoder is not invariant to batch padding; the backend
     encodes each clip alone, so a short clip batched with a long one is unchanged."""
     loaded = loaded_models[name]
-    backend = backend_for(loaded.family)
+    backend = by_name(loaded.family).backend()
     text_model, _ = text_model_and_head(loaded.model)
     prompt = backend.prompt(loaded.processor, "Rate it.")
     short, long = sine(300, 1.0), sine(500, 2.5)
@@ -141,7 +141,7 @@ def test_first_pass_gives_each_clip_the_same_states_alone_or_batched(loaded_mode
 def test_text_model_and_head_see_through_a_peft_wrapper(loaded_models) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from apa.models.loading import quiet_peft
+    from apa.models.peft_quiet import quiet_peft
 
     loaded = loaded_models[TINY_QWEN2_AUDIO]
     text_model, head = text_model_and_head(loaded.model)
@@ -155,8 +155,8 @@ def test_text_model_and_head_see_through_a_peft_wrapper(loaded_models) -> None:
 
 
 def test_unknown_family() -> None:
-    with pytest.raises(ValueError, match="no backend"):
-        backend_for("whisper")
+    with pytest.raises(ValueError, match="no model family 'whisper'"):
+        by_name("whisper")
 
 
 def test_build_batch_wants_one_of_each(loaded_models) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from apa.lmm.backends import build_batch, chat_prompt
-from apa.lmm.feature_memo import FeatureMemo, _Packed, with_feature_memo
-from apa.models.builtin import TINY_PHI4MM, TINY_QWEN2_AUDIO
+from apa.engine.feature_memo import FeatureMemo, _Packed, with_feature_memo
+from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
+from apa.models.inputs import build_batch, chat_prompt
 
 
 def _clips(test_utterances) -> list[np.ndarray]:

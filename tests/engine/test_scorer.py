@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from apa.audio import Audio
+from apa.engine.scorer import LmmScorer, load_lmm_scorer
 from apa.lexicon import Lexicon
 from apa.lmm.answer import AnswerTemplate
-from apa.lmm.engine import LmmScorer, load_lmm_scorer
 from apa.lmm.vocab import PRONOUNCED_TOKENS, SCORE_TOKENS, phone_token
-from apa.models.builtin import TINY_PHI4MM, TINY_QWEN2_AUDIO
+from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
+from apa.prepare import prepare
 from apa.schema import Assessment, ErrorRecord, Utterance
+from apa.scorer import PreparedUtterance, Scorer
 from apa.scoring.pipeline import score_utterances
-from apa.scoring.prepare import prepare
-from apa.scoring.scorer import PreparedUtterance, Scorer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
@@ -210,7 +210,7 @@ def adapters(loaded_models, tmp_path_factory) -> dict[str, Path]:
     """A LoRA per tiny model (on the model with the answer tokens), random ``lora_B``."""
     from peft import LoraConfig, get_peft_model
 
-    from apa.models.loading import quiet_peft
+    from apa.models.peft_quiet import quiet_peft
 
     root = tmp_path_factory.mktemp("lmm-adapters")
     made = {}
@@ -315,8 +315,8 @@ def test_unreadable_distributions_are_answer_errors(
 def test_scorer_asks_the_way_its_adapter_was_trained(adapters, tmp_path) -> None:
     import shutil
 
-    from apa.finetune.card import TRAINING_FILE
-    from apa.models.loading import ModelLoadError
+    from apa.models.card import TRAINING_FILE
+    from apa.models.errors import ModelLoadError
 
     adapter = tmp_path / "adapter"
     shutil.copytree(adapters[TINY_QWEN2_AUDIO], adapter)

@@ -1,7 +1,7 @@
 """The LMM scoring engine: an audio LMM fills the answer template of each utterance.
 
-:class:`LmmScorer` implements the :class:`~apa.scoring.scorer.Scorer` protocol for both
-families (through :mod:`apa.lmm.backends`). For each utterance it builds the instruction
+:class:`LmmScorer` implements the :class:`~apa.scorer.Scorer` protocol for both
+families (through :mod:`apa.models.inputs`). For each utterance it builds the instruction
 (:func:`apa.lmm.prompt.instruction`) and the answer template
 (:class:`~apa.lmm.answer.AnswerTemplate`), and reads every slot as a probability
 distribution over the tokens the slot allows; :func:`~apa.lmm.answer.parse_distributions`
@@ -48,12 +48,15 @@ import torch
 
 from apa.errors import ApaError, AudioError, InputError
 from apa.lmm.answer import AnswerError, AnswerTemplate, Slot, SlotKind, parse_distributions
-from apa.lmm.backends import Batch, backend_for, build_batch, text_model_and_head
-from apa.lmm.prompt import PROMPT_STYLES, PromptStyle, adapter_prompt, instruction
+from apa.lmm.prompt import PROMPT_STYLES, PromptStyle, instruction
 from apa.lmm.vocab import SLOT, add_answer_tokens, check_single_tokens
-from apa.models.loading import DTYPES, LoadedModel, ModelLoadError, load_model
+from apa.models.card import read_card
+from apa.models.errors import ModelLoadError
+from apa.models.families import by_name
+from apa.models.inputs import Batch, build_batch, text_model_and_head
+from apa.models.loading import DTYPES, LoadedModel, load_model
 from apa.schema import Assessment, ErrorRecord
-from apa.scoring.scorer import PreparedUtterance, ScoreResult, ScorerInfo
+from apa.scorer import PreparedUtterance, ScoreResult, ScorerInfo
 
 Mode = Literal["one-pass", "generate"]
 ScoreReading = Literal["expected", "greedy"]
@@ -68,8 +71,6 @@ def adapter_mode(adapter_dir: str | os.PathLike[str] | None) -> Mode:
     ``apa finetune`` card (trained elsewhere, so nothing says it knows the placeholders).
 
     Raises ``ValueError`` for a card that is not JSON or names no known mode."""
-    from apa.finetune.card import read_card
-
     card = read_card(adapter_dir) if adapter_dir is not None else None
     if card is None:
         return "generate"
@@ -77,6 +78,17 @@ def adapter_mode(adapter_dir: str | os.PathLike[str] | None) -> Mode:
     if mode not in MODES:
         raise ValueError(f"{adapter_dir}: unknown mode {mode!r} in its training card")
     return mode
+
+
+def adapter_prompt(adapter_dir: str | os.PathLike[str] | None) -> PromptStyle:
+    """The prompt style the adapter in ``adapter_dir`` was trained with (its
+    ``training.json``, written by ``apa finetune``); ``rubric`` for no adapter, or one
+    without a recorded style (adapters from before the field, or from elsewhere)."""
+    card = read_card(adapter_dir) if adapter_dir is not None else None
+    style = (card or {}).get("config", {}).get("prompt", "rubric")
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"{adapter_dir}: unknown prompt style {style!r} in its training card")
+    return style
 
 
 _KINDS: tuple[SlotKind, ...] = ("score2", "score10", "pronounced")
@@ -126,7 +138,7 @@ def load_lmm_scorer(
     """Load model ``ref`` (see :func:`apa.models.loading.load_model`) with the answer tokens
     added to its tokenizer and embeddings before the adapter goes on (so an adapter's
     trained rows for them are kept), and wrap it in an :class:`LmmScorer`. ``prompt=None``
-    asks in the style the adapter was trained with (:func:`apa.lmm.prompt.adapter_prompt`;
+    asks in the style the adapter was trained with (:func:`adapter_prompt`;
     ``rubric`` without an adapter), and ``mode=None`` decodes the way it was trained to
     answer (:func:`adapter_mode`: ``one-pass`` for an ``apa finetune`` adapter, ``generate``
     otherwise): a one-pass adapter read slot by slot sees real scores where it learned
@@ -181,7 +193,7 @@ class LmmScorer:
         self.scores: ScoreReading = scores
         self.prompt: PromptStyle = prompt
         """The instruction's style (:func:`apa.lmm.prompt.instruction`)."""
-        self.backend = backend_for(loaded.family)
+        self.backend = by_name(loaded.family).backend()
         self.processor = loaded.processor
         self.tokenizer = loaded.processor.tokenizer
         self._text_model, self._head = text_model_and_head(loaded.model)

@@ -9,7 +9,7 @@ import pytest
 
 from apa.batch.commits import commit_part_set, done_ids, read_commits, recover
 from apa.schema import Assessment, ErrorRecord, SentenceScores, WordAssessment
-from apa.scoring.scorer import ScorerInfo
+from apa.scorer import ScorerInfo
 from apa.tables import read_assessments, read_table
 
 INFO = ScorerInfo(name="builtin:test", backend="test", model_is_random=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from apa.lmm.backends import Batch, chat_prompt
+from apa.models.inputs import Batch, chat_prompt
 
 _MARGIN_FRAMES = 4
 """Frames kept past the longest clip: the last audio token reads frames up to two past a

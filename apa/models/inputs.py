@@ -1,34 +1,35 @@
-"""What differs between audio LMM families, behind one small interface.
+"""The model inputs of a batch, the same for every audio LMM family.
 
-A :class:`Backend` knows a family's chat format and how its audio reaches the language
-model; everything else (the instruction, the answer template, decoding, reading slots) is
-shared. Both families are used the same way:
+A family's :class:`~apa.models.family.Backend` knows its chat format and how its audio
+reaches the language model; everything else (the instruction, the answer template,
+decoding, reading slots) is shared. Every family is used the same way:
 
-1. :meth:`Backend.prompt` wraps the instruction in the processor's chat template: one user
-   turn holding the audio placeholder and the instruction, then the assistant prefix
-   (``<|im_start|>assistant\\n`` for Qwen2-Audio, ``<|assistant|>`` for Phi-4-multimodal).
+1. :meth:`~apa.models.family.Backend.prompt` wraps the instruction in the processor's chat
+   template: one user turn holding the audio placeholder and the instruction, then the
+   assistant prefix (``<|im_start|>assistant\\n`` for Qwen2-Audio, ``<|assistant|>`` for
+   Phi-4-multimodal).
 2. :func:`build_batch` runs the processor on the prompts and clips (which expands each
    audio placeholder to the clip's audio tokens and extracts the features), appends each
    item's answer token ids right after its assistant prefix, and left-pads the rows:
    ``pad ... pad | prompt + audio tokens | answer``. Every row ends at the same column, and
    :attr:`Batch.answer_starts` says where each answer begins. ``position_ids`` are
    ``cumsum(attention_mask) - 1``, so padding does not shift any token's position.
-3. :meth:`Backend.first_pass_inputs` turns a batch into the inputs of the family's text
-   model for the first forward pass (the one that carries the audio); later cached passes
-   take token ids only.
+3. :meth:`~apa.models.family.Backend.first_pass_inputs` turns a batch into the inputs of the
+   family's text model for the first forward pass (the one that carries the audio); later
+   cached passes take token ids only.
 
 The answer's ids are appended as ids, never re-tokenized with the prompt: an answer is
 tokenized on its own (``add_special_tokens=False``), so the same answer text gives the same
 ids whatever prompt precedes it, in training and in scoring alike.
 
-Modules: :mod:`apa.lmm.backends.qwen2_audio`, :mod:`apa.lmm.backends.phi4mm`.
+The backends: :mod:`apa.models.qwen2_audio.backend`, :mod:`apa.models.phi4mm.backend`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,40 +71,6 @@ class Batch:
             position_ids=move(self.position_ids),
             audio={k: move(v) for k, v in self.audio.items()},
         )
-
-
-class Backend(Protocol):
-    """One model family's chat format and audio input."""
-
-    family: str
-    """``qwen2-audio`` or ``phi4mm`` (:data:`apa.models.loading.Family`)."""
-    end_of_turn: str
-    """The token that ends the assistant's turn (follows an answer in training targets)."""
-    max_audio_seconds: float | None
-    """The longest clip the feature extractor keeps whole (longer ones it would cut)."""
-
-    def prompt(self, processor: Any, instruction: str) -> str:
-        """The chat text up to and including the assistant prefix, with one audio
-        placeholder."""
-        ...
-
-    def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
-        """Keyword arguments for ``text_model`` (see :func:`text_model_and_head`) that carry
-        the batch's tokens and audio, without the masks and positions."""
-        ...
-
-
-def backend_for(family: str) -> Backend:
-    """The backend of a :class:`~apa.models.loading.LoadedModel`'s ``family``."""
-    if family == "qwen2-audio":
-        from apa.lmm.backends.qwen2_audio import Qwen2AudioBackend
-
-        return Qwen2AudioBackend()
-    if family == "phi4mm":
-        from apa.lmm.backends.phi4mm import Phi4mmBackend
-
-        return Phi4mmBackend()
-    raise ValueError(f"no backend for model family {family!r}")
 
 
 def chat_prompt(processor: Any, instruction: str) -> str:

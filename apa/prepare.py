@@ -1,4 +1,4 @@
-"""Utterance → :class:`~apa.scoring.scorer.PreparedUtterance`: the text's length checked,
+"""Utterance → :class:`~apa.scorer.PreparedUtterance`: the text's length checked,
 canonical phones filled from the lexicon, audio decoded and checked. Any step's failure is
 returned as an error record."""
 
@@ -8,8 +8,8 @@ from apa.audio import Audio, AudioConfig, load_audio
 from apa.errors import ApaError, InputError
 from apa.lexicon import Lexicon, with_canonical_phones
 from apa.schema import ErrorRecord, Utterance
-from apa.scoring.scorer import PreparedUtterance
-from apa.scoring.settings import DEFAULT_MAX_TEXT_CHARS
+from apa.scorer import PreparedUtterance
+from apa.text import DEFAULT_MAX_TEXT_CHARS
 
 
 def check_text_length(text: str, max_text_chars: int | None) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from apa.lmm.backends import build_batch, text_model_and_head
-from apa.lmm.backends.qwen2_audio import Qwen2AudioBackend, encode_audio
-from apa.models.builtin import TINY_QWEN2_AUDIO
+from apa.models.families import TINY_QWEN2_AUDIO
+from apa.models.inputs import build_batch, text_model_and_head
+from apa.models.qwen2_audio.backend import Qwen2AudioBackend, encode_audio
 
 
 def _clips() -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from apa.lmm.backends import Batch, chat_prompt
+from apa.models.inputs import Batch, chat_prompt
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,79 @@
+"""What a model family is: one record of everything that differs between families.
+
+Each family lives in its own folder (``apa/models/qwen2_audio/``, ``apa/models/phi4mm/``)
+holding its loader, its :class:`Backend` (chat format, audio input), its built-in tiny
+model and its LoRA defaults, and exports one :class:`ModelFamily`; the table
+:mod:`apa.models.families` lists them. Nothing outside a family's folder names a family
+(``docs/model-families.md`` shows how a third one is added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from apa.models.inputs import Batch
+
+
+class Backend(Protocol):
+    """One model family's chat format and audio input."""
+
+    family: str
+    """the family's :attr:`ModelFamily.name`"""
+    end_of_turn: str
+    """The token that ends the assistant's turn (follows an answer in training targets)."""
+    max_audio_seconds: float | None
+    """The longest clip the feature extractor keeps whole (longer ones it would cut)."""
+
+    def prompt(self, processor: Any, instruction: str) -> str:
+        """The chat text up to and including the assistant prefix, with one audio
+        placeholder."""
+        ...
+
+    def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
+        """Keyword arguments for ``text_model`` (see
+        :func:`apa.models.inputs.text_model_and_head`) that carry the batch's tokens and
+        audio, without the masks and positions."""
+        ...
+
+
+def _no_checkpoint_adapters(
+    ref: str, model: Any, path: str, is_local: bool
+) -> tuple[Any, tuple[str, ...]]:
+    return model, ()
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Everything :func:`apa.models.loading.load_model`, the scoring engine and fine-tuning
+    need to know of one family."""
+
+    name: str
+    """``qwen2-audio``, ``phi4mm``: what results and logs call it"""
+    model_types: tuple[str, ...]
+    """the ``model_type`` values of its ``config.json``"""
+    tiny_name: str
+    """its built-in tiny model, ``builtin:tiny-...``"""
+    build_tiny: Callable[[Path], Path]
+    """writes the tiny model (random weights, a locally trained tokenizer) into a directory"""
+    load_processor: Callable[[str], Any]
+    """the processor of a checkpoint directory or Hub id"""
+    load_weights: Callable[[str, torch.dtype], Any]
+    """the model of a checkpoint directory or Hub id, in a dtype, on the CPU"""
+    audio_token_id: Callable[[Any], int]
+    """the audio placeholder id a model's config expects"""
+    backend: Callable[[], Backend]
+    lora_targets: tuple[str, ...]
+    """LoRA targets when none are given"""
+    modules_to_save: tuple[str, ...]
+    """modules trained in full and saved with the adapter when none are given"""
+    merge_checkpoint_adapters: Callable[[str, Any, str, bool], tuple[Any, tuple[str, ...]]] = (
+        _no_checkpoint_adapters
+    )
+    """``(ref, model, path, is_local) -> (model, merged adapter names)``: adapters shipped
+    inside a checkpoint that its base weights need (Phi-4-mm's ``speech-lora``)"""
