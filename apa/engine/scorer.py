@@ -39,6 +39,7 @@ took part in (one per slot in generate mode, exactly one in one-pass mode).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,17 +102,46 @@ _HEAD_ROWS = 512
 """Hidden states sent through the output head at once (bounds the logits' memory)."""
 
 
-@dataclass(frozen=True)
-class Job:
-    """One utterance ready for the model (:meth:`LmmScorer.job`)."""
+REFERENCE_CACHE_SIZE = 4096
+"""Distinct references whose template, prompt and placeholder chunks a scorer keeps (an
+exam has thousands of learners read the same few sentences)."""
 
-    item: PreparedUtterance
+
+@dataclass(frozen=True)
+class Reference:
+    """What depends on the reference and the prompt style only, not on the audio: computed
+    once per distinct reference (:meth:`LmmScorer.reference`)."""
+
     template: AnswerTemplate
     prompt: str
     chunks: tuple[tuple[int, ...], ...]
     """The placeholder answer's ids between slots: ``len(template.slots) + 1`` chunks."""
     kinds: tuple[int, ...]
     """Each slot's kind, as an index into :data:`_KINDS`."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One utterance ready for the model (:meth:`LmmScorer.job`)."""
+
+    item: PreparedUtterance
+    reference: Reference
+
+    @property
+    def template(self) -> AnswerTemplate:
+        return self.reference.template
+
+    @property
+    def prompt(self) -> str:
+        return self.reference.prompt
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        return self.reference.chunks
+
+    @property
+    def kinds(self) -> tuple[int, ...]:
+        return self.reference.kinds
 
 
 @dataclass(frozen=True)
@@ -181,6 +211,7 @@ class LmmScorer:
         mode: Mode = "generate",
         scores: ScoreReading = "expected",
         prompt: PromptStyle = "rubric",
+        reference_cache_size: int = REFERENCE_CACHE_SIZE,
     ) -> None:
         if prompt not in PROMPT_STYLES:
             raise ValueError(f"prompt must be one of {PROMPT_STYLES}, not {prompt!r}")
@@ -216,6 +247,8 @@ class LmmScorer:
             valid[k, : len(allowed)] = True
         self._allowed = index.to(self._device)
         self._valid = valid.to(self._device)
+        self.reference = functools.lru_cache(maxsize=reference_cache_size)(self._reference)
+        """:meth:`_reference` behind a bounded LRU cache (``cache_info()`` counts hits)."""
         self.forward_passes = 0
         """LM forward passes, counted once per utterance taking part in each."""
         self.utterances = 0
@@ -268,13 +301,21 @@ class LmmScorer:
                 f"{utterance.id}: {item.audio.duration_s:.1f} s of audio, but "
                 f"{self.backend.family} takes at most {limit:g} s",
             )
-        words, phones = utterance.words, utterance.phones or []
+        phones = tuple(tuple(word) for word in utterance.phones or ())
         try:
-            template = AnswerTemplate.from_reference(words, phones)
-            text = instruction(utterance.text, words, phones, style=self.prompt)
-            prompt = self.backend.prompt(self.processor, text)
+            reference = self.reference(utterance.text, tuple(utterance.words), phones)
         except ValueError as e:
             raise InputError("invalid_reference", f"{utterance.id}: {e}") from None
+        return Job(item, reference)
+
+    def _reference(
+        self, text: str, words: tuple[str, ...], phones: tuple[tuple[str, ...], ...]
+    ) -> Reference:
+        """The template, prompt and placeholder chunks of a reference (``ValueError`` for
+        one the template cannot hold); cached by :attr:`reference`."""
+        template = AnswerTemplate.from_reference(list(words), [list(p) for p in phones])
+        text = instruction(text, list(words), [list(p) for p in phones], style=self.prompt)
+        prompt = self.backend.prompt(self.processor, text)
         ids = self.tokenizer.encode(template.placeholder_text(), add_special_tokens=False)
         chunks: list[tuple[int, ...]] = []
         start = 0
@@ -287,7 +328,7 @@ class LmmScorer:
                 f"{len(template.slots)} slots"
             )
         kinds = tuple(_KINDS.index(s.kind) for s in template.slots)
-        return Job(item, template, prompt, tuple(chunks), kinds)
+        return Reference(template, prompt, tuple(chunks), kinds)
 
     def _batch(self, jobs: Sequence[Job], answers: Sequence[Sequence[int]]) -> Batch:
         batch = build_batch(
@@ -295,6 +336,7 @@ class LmmScorer:
             [job.prompt for job in jobs],
             [job.item.audio.samples for job in jobs],
             answers,
+            backend=self.backend,
         )
         return batch.to(self._device, self._dtype)
 

@@ -1,4 +1,5 @@
-"""What a model family is: one record of everything that differs between families.
+"""What a model family is: one record of everything that differs between families (its
+:class:`~apa.models.inputs.Backend` among them).
 
 Each family lives in its own folder (``apa/models/qwen2_audio/``, ``apa/models/phi4mm/``)
 holding its loader, its :class:`Backend` (chat format, audio input), its built-in tiny
@@ -12,34 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from apa.models.inputs import Backend
 
 if TYPE_CHECKING:
     import torch
-
-    from apa.models.inputs import Batch
-
-
-class Backend(Protocol):
-    """One model family's chat format and audio input."""
-
-    family: str
-    """the family's :attr:`ModelFamily.name`"""
-    end_of_turn: str
-    """The token that ends the assistant's turn (follows an answer in training targets)."""
-    max_audio_seconds: float | None
-    """The longest clip the feature extractor keeps whole (longer ones it would cut)."""
-
-    def prompt(self, processor: Any, instruction: str) -> str:
-        """The chat text up to and including the assistant prefix, with one audio
-        placeholder."""
-        ...
-
-    def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
-        """Keyword arguments for ``text_model`` (see
-        :func:`apa.models.inputs.text_model_and_head`) that carry the batch's tokens and
-        audio, without the masks and positions."""
-        ...
 
 
 def _no_checkpoint_adapters(

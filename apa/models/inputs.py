@@ -1,10 +1,10 @@
 """The model inputs of a batch, the same for every audio LMM family.
 
-A family's :class:`~apa.models.family.Backend` knows its chat format and how its audio
+A family's :class:`Backend` knows its chat format and how its audio
 reaches the language model; everything else (the instruction, the answer template,
 decoding, reading slots) is shared. Every family is used the same way:
 
-1. :meth:`~apa.models.family.Backend.prompt` wraps the instruction in the processor's chat
+1. :meth:`Backend.prompt` wraps the instruction in the processor's chat
    template: one user turn holding the audio placeholder and the instruction, then the
    assistant prefix (``<|im_start|>assistant\\n`` for Qwen2-Audio, ``<|assistant|>`` for
    Phi-4-multimodal).
@@ -14,7 +14,7 @@ decoding, reading slots) is shared. Every family is used the same way:
    ``pad ... pad | prompt + audio tokens | answer``. Every row ends at the same column, and
    :attr:`Batch.answer_starts` says where each answer begins. ``position_ids`` are
    ``cumsum(attention_mask) - 1``, so padding does not shift any token's position.
-3. :meth:`~apa.models.family.Backend.first_pass_inputs` turns a batch into the inputs of the
+3. :meth:`Backend.first_pass_inputs` turns a batch into the inputs of the
    family's text model for the first forward pass (the one that carries the audio); later
    cached passes take token ids only.
 
@@ -27,9 +27,9 @@ The backends: :mod:`apa.models.qwen2_audio.backend`, :mod:`apa.models.phi4mm.bac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,6 +73,33 @@ class Batch:
         )
 
 
+class Backend(Protocol):
+    """One model family's chat format and audio input."""
+
+    family: str
+    """the family's :attr:`~apa.models.family.ModelFamily.name`"""
+    end_of_turn: str
+    """The token that ends the assistant's turn (follows an answer in training targets)."""
+    max_audio_seconds: float | None
+    """The longest clip the feature extractor keeps whole (longer ones it would cut)."""
+
+    def prompt(self, processor: Any, instruction: str) -> str:
+        """The chat text up to and including the assistant prefix, with one audio
+        placeholder."""
+        ...
+
+    def collate_audio(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """The audio tensors of a batch from each item's own processor outputs (one clip
+        each), padded as the family's encoder expects."""
+        ...
+
+    def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
+        """Keyword arguments for ``text_model`` (see
+        :func:`apa.models.inputs.text_model_and_head`) that carry the batch's tokens and
+        audio, without the masks and positions."""
+        ...
+
+
 def chat_prompt(processor: Any, instruction: str) -> str:
     """``instruction`` as one user turn after the audio, through the processor's chat
     template, ending with the assistant prefix. Raises ``ValueError`` unless the text holds
@@ -100,10 +127,14 @@ def build_batch(
     prompts: Sequence[str],
     audios: Sequence[np.ndarray],
     answers: Sequence[str | Sequence[int]],
+    *,
+    backend: Backend,
 ) -> Batch:
     """Tokenize ``prompts`` with their clips (16 kHz float32) and append each answer (text,
     tokenized alone with ``add_special_tokens=False``, or token ids) right after its prompt;
-    left-pad the rows. An empty answer gives the prompt alone."""
+    left-pad the rows. An empty answer gives the prompt alone. The items' audio inputs are
+    put together by the family's ``backend`` (:meth:`Backend.
+    collate_audio`)."""
     import torch
 
     if not len(prompts) == len(audios) == len(answers) > 0:
@@ -112,14 +143,21 @@ def build_batch(
             "give one of each per item, at least one item"
         )
     tokenizer = processor.tokenizer
-    encoded = processor(
-        text=list(prompts),
-        audio=list(audios),
-        sampling_rate=SAMPLE_RATE,
-        return_tensors="pt",
-        padding=True,
+    # One processor call per item, then the audio tensors padded and stacked here: batched,
+    # Phi-4-multimodal's feature extractor fails on clips of nearly equal length (it slices
+    # past the last frame of the longest clip: "size of tensor a (570) must match ... (571)"),
+    # and an item's features must not depend on the clips batched with it anyway.
+    items = [
+        processor(text=[prompt], audio=[audio], sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        for prompt, audio in zip(prompts, audios, strict=True)
+    ]
+    encoded = backend.collate_audio(
+        [
+            {k: v for k, v in item.items() if k not in ("input_ids", "attention_mask")}
+            for item in items
+        ]
     )
-    ids, mask = encoded.pop("input_ids"), encoded.pop("attention_mask")
+    ids = [item["input_ids"][0][item["attention_mask"][0].bool()] for item in items]
     rows: list[list[int]] = []
     answer_lengths: list[int] = []
     for i, answer in enumerate(answers):
@@ -128,7 +166,7 @@ def build_batch(
             if isinstance(answer, str)
             else [int(t) for t in answer]
         )
-        rows.append(ids[i][mask[i].bool()].tolist() + answer_ids)
+        rows.append(ids[i].tolist() + answer_ids)
         answer_lengths.append(len(answer_ids))
     width = max(len(row) for row in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -141,9 +179,28 @@ def build_batch(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=positions(attention_mask),
-        audio={k: v for k, v in encoded.items() if isinstance(v, torch.Tensor)},
+        audio=encoded,
         answer_starts=tuple(width - n for n in answer_lengths),
     )
+
+
+def stack_padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Tensors of one item each (leading dimension 1) stacked into a batch, each padded
+    with zeros (``False``) at the end of every other dimension to the largest.
+
+    >>> import torch
+    >>> stack_padded([torch.ones(1, 2), torch.ones(1, 3)]).tolist()
+    [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+    """
+    import torch
+
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    out = torch.zeros((sum(t.shape[0] for t in tensors), *shape), dtype=tensors[0].dtype)
+    row = 0
+    for t in tensors:
+        out[(slice(row, row + t.shape[0]), *(slice(0, n) for n in t.shape[1:]))] = t
+        row += t.shape[0]
+    return out
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:

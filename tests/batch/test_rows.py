@@ -96,3 +96,34 @@ def test_decode_refuses_extreme_float_samples_as_a_row_error(tmp_path: Path) -> 
     )
     assert prepared.num_rows == 1
     assert _reasons(prepared) == {"x": "audio.out_of_range"}
+
+
+def test_the_stages_in_a_loop_commit_every_row_once(tmp_path: Path, model_cache) -> None:
+    """fetch -> decode_and_prepare -> score -> write, called directly as Ray Data calls them,
+    on speech, an unknown word and a missing file: every input ends in one committed row."""
+    from apa.batch.commits import read_commits
+    from apa.scoring.registry import load_scorer
+    from apa.scoring.settings import ScoringSettings
+    from apa.synth.espeak import synthesize
+    from apa.tables import read_assessments
+
+    speech = tmp_path / "speech.wav"
+    speech.write_bytes(synthesize("we call it bear"))
+    utterances = [
+        Utterance(id="ok", text="we call it bear", audio=str(speech)),
+        Utterance(id="unknown", text="we call it zorblax", audio=str(speech)),
+        Utterance(id="missing", text="we call it bear", audio=str(tmp_path / "nope.wav")),
+    ]
+    scorer = load_scorer(ScoringSettings(model="builtin:tiny-qwen2-audio"))
+    prepared = stages.decode_and_prepare(stages.fetch(_input(utterances)))
+    assert prepared.num_rows == 3 and "samples" in prepared.schema.names
+    scored = stages.score(prepared, scorer, batch_size=2)
+    assert scored.column("id").to_pylist() == ["ok", "unknown", "missing"]
+    assert scored.column("is_error").to_pylist() == [False, True, True]
+    written = stages.write(scored, out=str(tmp_path / "out"))
+    assert written.num_rows == 1
+    (commit,) = read_commits(str(tmp_path / "out"))
+    assert commit.scored == ["ok"]
+    assert commit.errors == {"unknown": "lexicon.unknown_word", "missing": "audio.not_found"}
+    (assessment,) = read_assessments(str(tmp_path / "out"))
+    assert assessment.utterance_id == "ok" and assessment.model_is_random

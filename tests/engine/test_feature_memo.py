@@ -12,6 +12,7 @@ import torch
 from apa.engine.feature_memo import FeatureMemo, _Packed, with_feature_memo
 from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
 from apa.models.inputs import build_batch, chat_prompt
+from apa.models.qwen2_audio.backend import Qwen2AudioBackend
 
 
 def _clips(test_utterances) -> list[np.ndarray]:
@@ -43,7 +44,11 @@ def test_memo_batches_equal_the_processors_own(name, loaded_models, test_utteran
     for order in ([0, 1, 2, 3, 4], [4, 2, 0], [3, 3, 1, 0]):  # reordered, repeated, subsets
         batch = [clips[i] for i in order]
         args = ([prompt] * len(batch), batch, [[5, 6]] * len(batch))
-        _assert_same(build_batch(processor, *args), build_batch(memo, *args))
+        backend = Qwen2AudioBackend()
+        _assert_same(
+            build_batch(processor, *args, backend=backend),
+            build_batch(memo, *args, backend=backend),
+        )
     extractor = memo.feature_extractor  # Whisper pads each clip to 30 s alone: memoised
     assert (len(extractor), extractor.misses, extractor.hits) == (5, 5, 7)
     # a call whose rows depend on the batch goes straight through

@@ -374,3 +374,25 @@ def test_importing_apa_lmm_does_not_import_torch() -> None:
 
     code = "import sys, apa.lmm; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_reference_is_prepared_once_and_cached_scores_equal_uncached(
+    loaded_models, test_utterances
+) -> None:
+    """Many learners read the same sentence: its template, prompt and placeholder chunks
+    are built once (an LRU per scorer); with the cache off, every score is the same."""
+    loaded = loaded_models[TINY_QWEN2_AUDIO]
+    base = test_utterances[0]
+    same_text = [
+        prepare(u.model_copy(update={"text": base.text, "phones": base.phones, "id": u.id}))
+        for u in test_utterances[:5]
+    ]
+    cached = LmmScorer(loaded, mode="one-pass")
+    uncached = LmmScorer(loaded, mode="one-pass", reference_cache_size=0)
+    first = cached.score(same_text)
+    info = cached.reference.cache_info()
+    assert (info.misses, info.hits) == (1, 4)
+    assert [r.model_dump() for r in first] == [r.model_dump() for r in uncached.score(same_text)]
+    assert uncached.reference.cache_info().hits == 0
+    jobs = [cached.job(item) for item in same_text]
+    assert all(job.reference is jobs[0].reference for job in jobs)

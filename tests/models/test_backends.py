@@ -10,6 +10,7 @@ from apa.lmm.answer import AnswerTemplate, render
 from apa.lmm.vocab import SLOT
 from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO, by_name
 from apa.models.inputs import build_batch, positions, text_model_and_head
+from apa.models.qwen2_audio.backend import Qwen2AudioBackend
 from apa.schema import Assessment, PhoneAssessment, SentenceScores, WordAssessment
 
 SR = 16_000
@@ -76,7 +77,7 @@ def test_batch_is_left_padded_with_each_answer_right_after_its_prompt(loaded_mod
     prompts = [backend.prompt(processor, "Rate it."), backend.prompt(processor, "Rate it, please.")]
     answers = [TEMPLATE.placeholder_text(), render(ASSESSMENT).text]
     clips = [sine(440, 2.0), sine(440, 1.0)]
-    batch = build_batch(processor, prompts, clips, answers)
+    batch = build_batch(processor, prompts, clips, answers, backend=backend)
 
     width = batch.input_ids.shape[1]
     for i, (answer, clip) in enumerate(zip(answers, clips, strict=True)):
@@ -121,7 +122,9 @@ def test_first_pass_gives_each_clip_the_same_states_alone_or_batched(loaded_mode
     short, long = sine(300, 1.0), sine(500, 2.5)
 
     def states(clips: list[np.ndarray]) -> list[torch.Tensor]:
-        batch = build_batch(loaded.processor, [prompt] * len(clips), clips, ["WE:"] * len(clips))
+        batch = build_batch(
+            loaded.processor, [prompt] * len(clips), clips, ["WE:"] * len(clips), backend=backend
+        )
         with torch.inference_mode():
             out = text_model(
                 **backend.first_pass_inputs(text_model, batch),
@@ -162,4 +165,32 @@ def test_unknown_family() -> None:
 def test_build_batch_wants_one_of_each(loaded_models) -> None:
     processor = loaded_models[TINY_QWEN2_AUDIO].processor
     with pytest.raises(ValueError, match="one of each"):
-        build_batch(processor, ["a"], [], ["b"])
+        build_batch(processor, ["a"], [], ["b"], backend=Qwen2AudioBackend())
+
+
+def test_phi4mm_clips_of_nearly_equal_length_batch_and_match_one_by_one(loaded_models) -> None:
+    """Before: transformers' batched Phi-4 feature extractor sliced past the last frame of
+    the longest clip when another was nearly as long ("The size of tensor a (570) must
+    match the size of tensor b (571)"), and every such batch was retried clip by clip."""
+    loaded = loaded_models[TINY_PHI4MM]
+    backend = by_name(loaded.family).backend()
+    text_model, _ = text_model_and_head(loaded.model)
+    prompt = backend.prompt(loaded.processor, "Rate it.")
+    rng = np.random.default_rng(1)
+    clips = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (85_834, 176_989, 177_005)]
+
+    def embeds(batch_clips: list[np.ndarray]) -> torch.Tensor:
+        batch = build_batch(
+            loaded.processor,
+            [prompt] * len(batch_clips),
+            batch_clips,
+            [""] * len(batch_clips),
+            backend=backend,
+        )
+        with torch.inference_mode():
+            return backend.first_pass_inputs(text_model, batch)["inputs_embeds"]
+
+    together = embeds(clips)
+    for i, clip in enumerate(clips):
+        alone = embeds([clip])[0]
+        assert torch.allclose(together[i, -alone.shape[0] :], alone, atol=1e-5)

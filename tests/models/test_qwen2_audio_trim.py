@@ -19,7 +19,7 @@ def test_trimmed_first_pass_matches_the_padded_30_s_path(loaded_models) -> None:
     loaded = loaded_models[TINY_QWEN2_AUDIO]
     backend = Qwen2AudioBackend()
     prompts = [backend.prompt(loaded.processor, f"say {i}") for i in range(3)]
-    batch = build_batch(loaded.processor, prompts, _clips(), ["", "", ""])
+    batch = build_batch(loaded.processor, prompts, _clips(), ["", "", ""], backend=backend)
     text_model, _ = text_model_and_head(loaded.model)
     with torch.inference_mode():
         ours = text_model(

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from apa.models.family import Backend, ModelFamily
+from apa.models.family import ModelFamily
+from apa.models.inputs import Backend
 from apa.models.phi4mm.tiny import TINY_NAME
 
 

@@ -14,10 +14,11 @@ real frames only: a clip's scores do not depend on the clips batched with it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from apa.models.inputs import Batch, chat_prompt
+from apa.models.inputs import Batch, chat_prompt, stack_padded
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,21 @@ class Phi4mmBackend:
 
     def prompt(self, processor: Any, instruction: str) -> str:
         return chat_prompt(processor, instruction)
+
+    def collate_audio(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Each clip's log-mel features (extracted on its own: the batched extractor of
+        transformers slices past the last frame when two clips are nearly equally long)
+        padded to the longest, the embedding sizes, and ``audio_attention_mask`` marking
+        each clip's real frames."""
+        import torch
+
+        features = [item["audio_input_features"] for item in items]
+        frames = [torch.ones(1, f.shape[1], dtype=torch.bool) for f in features]
+        return {
+            "audio_input_features": stack_padded(features),
+            "audio_embed_sizes": torch.cat([item["audio_embed_sizes"] for item in items]),
+            "audio_attention_mask": stack_padded(frames),
+        }
 
     def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
         """``inputs_embeds``: token embeddings with each clip's audio embeddings (encoded

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apa.models.family import Backend, ModelFamily
+from apa.models.family import ModelFamily
+from apa.models.inputs import Backend
 from apa.models.qwen2_audio import loading
 from apa.models.qwen2_audio.tiny import TINY_NAME
 

@@ -19,10 +19,11 @@ path to float rounding (``tests/lmm/test_qwen2_audio_trim.py``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from apa.models.inputs import Batch, chat_prompt
+from apa.models.inputs import Batch, chat_prompt, stack_padded
 
 _MARGIN_FRAMES = 4
 """Frames kept past the longest clip: the last audio token reads frames up to two past a
@@ -37,6 +38,11 @@ class Qwen2AudioBackend:
 
     def prompt(self, processor: Any, instruction: str) -> str:
         return chat_prompt(processor, instruction)
+
+    def collate_audio(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Every clip's features padded to 30 s with their frame mask, as the processor gives
+        them one clip at a time: stacked."""
+        return {key: stack_padded([item[key] for item in items]) for key in items[0]}
 
     def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
         """``inputs_embeds``: token embeddings with the encoded audio (:func:`encode_audio`,
