@@ -5,35 +5,12 @@ settings, GPUs where the actors are, credentials from a Secret in every pod)."""
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
-from tests.helm.generator import generate
 from tests.helm.jobs import batch_settings
-from tests.k8s.validate import validate_documents
-
-MANIFEST = Path(__file__).resolve().parents[2] / "k8s" / "rayjob-batch-score.yaml"
+from tests.k8s.test_manifests import rayjob
 
 
-@functools.cache
 def _rayjob() -> dict:
-    (rayjob,) = validate_documents(MANIFEST.read_text())
-    return rayjob
-
-
-def test_manifest_is_the_chart_rendered() -> None:
-    values, template = generate.MANIFESTS[MANIFEST]
-    assert MANIFEST.read_text() == generate.manifest_text(values, template), (
-        "k8s/rayjob-batch-score.yaml differs from the chart's render: "
-        "run .venv/bin/python helm/generate.py"
-    )
-
-
-def test_rayjob_validates_and_cleans_up():
-    job = _rayjob()
-    assert job["kind"] == "RayJob" and job["metadata"]["name"] == "apa-batch-score"
-    assert job["spec"]["shutdownAfterJobFinishes"] is True
-    assert job["spec"]["backoffLimit"] >= 1
+    return rayjob("rayjob-batch-score.yaml")
 
 
 def test_entrypoint_is_the_batch_job_with_settings_it_accepts():
