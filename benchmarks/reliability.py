@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures as cf
+import functools
 import json
 import socket
 import sys
@@ -110,7 +111,9 @@ def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+@functools.cache
 def _clip() -> bytes:
+    """One valid clip (the catalogue's first), synthesised once."""
     from apa.testing.adversarial import kinds
 
     return next(k.audio for k in kinds() if k.name == "ok_wav_22k")

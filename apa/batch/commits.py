@@ -78,6 +78,7 @@ log = get_logger(__name__)
 COMMITS_DIR = "_commits"
 PENDING_PREFIX = "_pending-"
 PART_PREFIX = "part-"
+_PREFIXES = (PENDING_PREFIX, PART_PREFIX)
 MAX_RECOVER_ROUNDS = 8
 """rounds of :func:`recover` (each trims the duplicates it sees) before it gives up"""
 
@@ -282,10 +283,13 @@ def _delete_commit(out: str, commit: Commit) -> None:
     _delete_parts(out, commit)
 
 
-def _has_parts(out: str, commit: Commit) -> bool:
+def _has_parts(out: str, commit: Commit, listed: set[tuple[str, str]]) -> bool:
+    """Whether every part of ``commit`` exists, pending or final. ``listed`` (table, file
+    name) was listed before the commits were read: a part it lacks may have been written
+    since (a concurrent writer), so only those are looked up one by one."""
     return all(
-        storage.exists(_part_uri(out, t, PENDING_PREFIX, commit.key))
-        or storage.exists(_part_uri(out, t, PART_PREFIX, commit.key))
+        any((t, f"{prefix}{commit.key}.parquet") in listed for prefix in _PREFIXES)
+        or any(storage.exists(_part_uri(out, t, prefix, commit.key)) for prefix in _PREFIXES)
         for t in commit.rows
     )
 
@@ -318,7 +322,12 @@ def recover(out: str, repairs: Repairs | None = None) -> list[Commit]:
 def _recover_round(out: str) -> tuple[list[Commit], int, int]:
     """One pass of :func:`recover`; returns the commits, how many files it removed and how
     many commits it trimmed (a trim calls for another pass)."""
-    listed = [(fs, info) for table in TABLES for fs, info in _list(storage.resolve(out, table))]
+    listed = [
+        (directory, fs, info)
+        for directory in (*TABLES, COMMITS_DIR)
+        for fs, info in _list(storage.resolve(out, directory))
+    ]
+    names = {(directory, info.base_name) for directory, _, info in listed}
     commits = read_commits(out)
     removed = 0
     superseded = {k for c in commits for k in c.supersedes}
@@ -327,7 +336,7 @@ def _recover_round(out: str) -> tuple[list[Commit], int, int]:
         if c.key in superseded:
             _delete_commit(out, c)
             removed += 1
-        elif not _has_parts(out, c):
+        elif not _has_parts(out, c, names):
             log.warning("commit_without_parts", output=out, key=c.key, ids=len(c.ids))
             _delete_commit(out, c)
             removed += 1
@@ -335,18 +344,12 @@ def _recover_round(out: str) -> tuple[list[Commit], int, int]:
             live.append(c)
     for c in live:
         for table in c.rows:
-            _publish_part(out, c.key, table, None)
+            if (table, f"{PENDING_PREFIX}{c.key}.parquet") in names:
+                _publish_part(out, c.key, table, None)
     keys = {c.key for c in live}
-    for fs, info in listed:
-        key = _key_of(info.base_name)
+    for directory, fs, info in listed:
+        key = _key_of(info.base_name) if directory != COMMITS_DIR else None
         if ".partial-" in info.base_name or (key is not None and key not in keys):
-            try:
-                fs.delete_file(info.path)
-                removed += 1
-            except FileNotFoundError:
-                pass
-    for fs, info in _list(storage.resolve(out, COMMITS_DIR)):
-        if ".partial-" in info.base_name:
             try:
                 fs.delete_file(info.path)
                 removed += 1

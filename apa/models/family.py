@@ -10,6 +10,7 @@ model and its LoRA defaults, and exports one :class:`ModelFamily`; the table
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,17 @@ from apa.models.inputs import Backend
 
 if TYPE_CHECKING:
     import torch
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at its first call: a family's table entry must not import
+    torch or transformers (importing :mod:`apa.models.families` stays cheap)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = f"{module}.{name}"
+    return call
 
 
 def _no_checkpoint_adapters(

@@ -56,7 +56,8 @@ def prepare_request(
         decoded = decode_audio(audio, audio_config)
     except ApaError as e:
         return e.record(request_id)
-    return prepare(utterance, lexicon=lexicon, audio=decoded, max_text_chars=max_text_chars)
+    # the text is checked above, before the audio was decoded
+    return prepare(utterance, lexicon=lexicon, audio=decoded, max_text_chars=None)
 
 
 def assessment_view(

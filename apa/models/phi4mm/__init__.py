@@ -11,61 +11,23 @@ neither torch nor transformers.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from apa.models.family import ModelFamily, lazy
+from apa.models.phi4mm.backend import Phi4mmBackend
+from apa.models.phi4mm.tiny import TINY_NAME, build_tiny
 
-from apa.models.family import ModelFamily
-from apa.models.inputs import Backend
-from apa.models.phi4mm.tiny import TINY_NAME
-
-
-def _build_tiny(path: Path) -> Path:
-    from apa.models.phi4mm.tiny import build_tiny
-
-    return build_tiny(path)
-
-
-def _backend() -> Backend:
-    from apa.models.phi4mm.backend import Phi4mmBackend
-
-    return Phi4mmBackend()
-
-
-def _load_processor(path: str) -> Any:
-    from apa.models.phi4mm.loading import load_processor
-
-    return load_processor(path)
-
-
-def _load_weights(path: str, dtype: Any) -> Any:
-    from apa.models.phi4mm.loading import load_weights
-
-    return load_weights(path, dtype)
-
-
-def _audio_token_id(config: Any) -> int:
-    from apa.models.phi4mm.loading import audio_token_id
-
-    return audio_token_id(config)
-
-
-def _merge_speech_lora(ref: str, model: Any, path: str, is_local: bool) -> tuple[Any, tuple]:
-    from apa.models.phi4mm.loading import merge_speech_lora
-
-    return merge_speech_lora(ref, model, path, is_local)
-
+_LOADING = "apa.models.phi4mm.loading"  # imports transformers: loaded at first use
 
 FAMILY = ModelFamily(
     name="phi4mm",
     model_types=("phi4_multimodal",),
     tiny_name=TINY_NAME,
-    build_tiny=_build_tiny,
-    load_processor=_load_processor,
-    load_weights=_load_weights,
-    audio_token_id=_audio_token_id,
-    backend=_backend,
+    build_tiny=build_tiny,
+    load_processor=lazy(_LOADING, "load_processor"),
+    load_weights=lazy(_LOADING, "load_weights"),
+    audio_token_id=lazy(_LOADING, "audio_token_id"),
+    backend=Phi4mmBackend,
     # every attention and MLP projection of the language model
     lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
     modules_to_save=("lm_head",),
-    merge_checkpoint_adapters=_merge_speech_lora,
+    merge_checkpoint_adapters=lazy(_LOADING, "merge_speech_lora"),
 )

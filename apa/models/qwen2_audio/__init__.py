@@ -10,35 +10,20 @@ neither torch nor transformers.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from apa.models.family import ModelFamily
-from apa.models.inputs import Backend
 from apa.models.qwen2_audio import loading
-from apa.models.qwen2_audio.tiny import TINY_NAME
-
-
-def _build_tiny(path: Path) -> Path:
-    from apa.models.qwen2_audio.tiny import build_tiny
-
-    return build_tiny(path)
-
-
-def _backend() -> Backend:
-    from apa.models.qwen2_audio.backend import Qwen2AudioBackend
-
-    return Qwen2AudioBackend()
-
+from apa.models.qwen2_audio.backend import Qwen2AudioBackend
+from apa.models.qwen2_audio.tiny import TINY_NAME, build_tiny
 
 FAMILY = ModelFamily(
     name="qwen2-audio",
     model_types=("qwen2_audio",),
     tiny_name=TINY_NAME,
-    build_tiny=_build_tiny,
+    build_tiny=build_tiny,
     load_processor=loading.load_processor,
     load_weights=loading.load_weights,
     audio_token_id=loading.audio_token_id,
-    backend=_backend,
+    backend=Qwen2AudioBackend,
     # every attention and MLP projection of the language model, and of the audio encoder
     # (``out_proj``, ``fc1``, ``fc2``, and ``q/k/v_proj`` by name)
     lora_targets=(
