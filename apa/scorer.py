@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -57,3 +57,25 @@ class Scorer(Protocol):
     def info(self) -> ScorerInfo: ...
 
     def score(self, batch: Sequence[PreparedUtterance]) -> list[ScoreResult]: ...
+
+
+@runtime_checkable
+class StagedScorer(Scorer, Protocol):
+    """A scorer whose work splits into host stages around one device stage, as an LLM
+    engine's preprocess, engine and postprocess: ``encode`` turns a batch into model-ready
+    inputs (or an :class:`~apa.schema.ErrorRecord` in an input's place), ``run`` does the
+    device work on the encoded inputs (one call at a time: concurrent calls wait), and
+    ``decode`` reads its outputs into results. ``encode`` and ``decode`` may run in other
+    threads while ``run`` works, which is how callers keep the device busy
+    (:func:`apa.scoring.pipeline.score_batches`). ``score(batch)`` is the three in a row."""
+
+    def cost(self, item: PreparedUtterance) -> float:
+        """The item's size on the device (for the LMM engine: the tokens of its first
+        pass); a batch is padded to its largest, so callers batch items of similar cost."""
+        ...
+
+    def encode(self, batch: Sequence[PreparedUtterance]) -> list[Any]: ...
+
+    def run(self, encoded: Sequence[Any]) -> list[Any]: ...
+
+    def decode(self, encoded: Sequence[Any], outputs: Sequence[Any]) -> list[ScoreResult]: ...

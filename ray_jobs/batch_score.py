@@ -8,16 +8,20 @@ Run it in place (a local Ray is started when there is no cluster) or on a cluste
 
 The pipeline is the core's stage functions (:mod:`apa.batch.rows`) wired into Ray Data::
 
-    input rows (driver: read_utterances, minus ids already committed)
+    input rows            a manifest: one reader task (apa.batch.inputs) streams it into
+                          a SQLite index on its disk and yields the rows not yet committed;
+                          a corpus directory or --texts input: the driver's read_utterances
       -> fetch               CPU tasks: audio bytes from a path or s3://
       -> decode_and_prepare  CPU tasks: decode, resample to 16 kHz, canonical phones
-      -> ScorerActor         actor pool: load_scorer once per actor, score_batch per call
+      -> ScorerActor         actor pool: load_scorer once per actor; two calls at once, the
+                             LMM engine's host stages beside its device stage
       -> write               CPU tasks: one committed part set per batch (apa.batch.commits)
       -> driver              counts the commits, logs progress, writes summary.json
 
 Nothing but commits (a few ids and counts per part set) comes back to the driver, so its
-memory does not grow with the results. Every input row leaves the writer either in
-``utterances`` or in ``errors``; the driver checks that the commits account for every row it
+memory does not grow with the results, and for a manifest nothing per input reaches it
+either: not the rows, not their ids. Every input row leaves the writer either in
+``utterances`` or in ``errors``; the driver checks that the commits account for every row
 sent and fails the job if not. Rerunning into the same output resumes: committed ids are
 skipped, uncommitted parts of a crashed run removed (see :mod:`apa.batch.commits`).
 
@@ -31,7 +35,9 @@ import json
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -40,11 +46,13 @@ from pydantic import ValidationError
 from apa import failpoints, storage
 from apa.batch import rows as stages
 from apa.batch.commits import Commit, Repairs, done_ids, missing_ids, recover
+from apa.batch.inputs import REPORTS_DIR, InputReport, read_report
 from apa.batch.settings import BatchSettings
 from apa.batch.summary import BatchSummary, summarise_commits
 from apa.cli_options import given, setting_flags
 from apa.data.inputs import read_utterances
 from apa.log import configure_logging, get_logger
+from apa.scoring.pipeline import concurrency_guard
 from apa.scoring.settings import ScoringSettings
 from apa.scoring.summary import SUMMARY_FILE, write_summary
 from ray_jobs.runtime import forwarded_env
@@ -63,6 +71,7 @@ class ScorerActor:
         started = time.perf_counter()
         self.batch_size = scoring.batch_size
         self.scorer = load_scorer(scoring)
+        self.guard = concurrency_guard(self.scorer)
         log.info(
             "scorer_loaded",
             **self.scorer.info.model_dump(),
@@ -71,11 +80,53 @@ class ScorerActor:
         )
 
     def __call__(self, batch):
-        return stages.score(batch, self.scorer, batch_size=self.batch_size)
+        with self.guard:  # two calls at once (see build_dataset)
+            return stages.score(batch, self.scorer, batch_size=self.batch_size)
 
 
-def build_dataset(blocks: list, settings: BatchSettings):
-    """The job's Ray Data pipeline over input blocks (see the module docstring).
+def manifest_dataset(
+    settings: BatchSettings, report_uri: str, *, limit: int | None, cutoff: int | None
+):
+    """The input rows of a manifest still to do, read on a worker block by block
+    (:func:`apa.batch.inputs.manifest_blocks`: one task streams the file into a SQLite
+    index on its local disk, then yields the rows); its report goes to ``report_uri``.
+
+    The reader asks for no CPU: it is one task, and a ``num_cpus`` unlike the fetch tasks'
+    (``cpus_per_task`` > 0) keeps Ray Data from fusing it into them; fused, its single task
+    would fetch and decode the whole input serially."""
+    import ray.data
+
+    from apa.batch.inputs import manifest_blocks
+
+    def read(batch, **kwargs):
+        yield from manifest_blocks(**kwargs)
+
+    env = {"env_vars": forwarded_env()} if settings.forward_env else None
+    kwargs = {
+        "uri": settings.input_uri,
+        "out": settings.output_uri,
+        "report_uri": report_uri,
+        "rows_per_block": settings.rows_per_read_block,
+        "limit": limit,
+        "cutoff": cutoff,
+    }
+    dataset = ray.data.from_items([{"manifest": settings.input_uri}]).map_batches(
+        read,
+        fn_kwargs=kwargs,
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=0,
+        runtime_env=env,
+    )
+    # Ray Data gathers a task's output into blocks of up to 128 MiB: tiny input rows would
+    # leave the reader as one block (the whole input, fetched by one task, after the whole
+    # read). Cut as it streams into blocks of rows_per_read_block rows instead.
+    return dataset.repartition(target_num_rows_per_block=settings.rows_per_read_block)
+
+
+def build_dataset(source, settings: BatchSettings):
+    """The job's Ray Data pipeline over a dataset of input rows (see the module docstring):
+    :func:`manifest_dataset`, or ``ray.data.from_arrow`` of blocks built by the driver.
 
     Ray Data fuses a task stage into the next actor stage when their resources are equal;
     the read and decode tasks ask for ``cpus_per_task`` (default 0.5) so that they stay
@@ -92,7 +143,6 @@ def build_dataset(blocks: list, settings: BatchSettings):
     common = {"batch_format": "pyarrow", "runtime_env": env}
     task = {**common, "num_cpus": settings.cpus_per_task}
     text_limit = {"max_text_chars": settings.scoring.max_text_chars}
-    source = ray.data.from_arrow(blocks)
     # the dataset's own copy of the DataContext: other datasets of the process keep theirs
     limits = source.context.execution_options.resource_limits
     source.context.execution_options.resource_limits = limits.copy(
@@ -106,7 +156,10 @@ def build_dataset(blocks: list, settings: BatchSettings):
             fn_constructor_kwargs={"scoring": settings.scoring},
             batch_size=settings.rows_per_actor_call,
             compute=ray.data.ActorPoolStrategy(
-                min_size=settings.min_actors, max_size=settings.max_actors
+                min_size=settings.min_actors,
+                max_size=settings.max_actors,
+                max_concurrent_calls_per_actor=2,
+                enable_true_multi_threading=True,
             ),
             num_gpus=settings.num_gpus,
             num_cpus=settings.cpus_per_actor,
@@ -129,12 +182,110 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
     silently).
 
     A pass streams the inputs not yet done through the pipeline; afterwards the output is
-    recovered (:func:`apa.batch.commits.missing_ids`) and any input sent but not committed
+    recovered (:func:`apa.batch.commits.recover`) and any input sent but not committed
     (a write lost to a concurrent run into the same output, or trimmed as its duplicate and
-    then lost) goes through another pass."""
+    then lost) goes through another pass. A manifest is read on a worker, block by block
+    (:func:`run_manifest_passes`); a Speechocean762 directory or a ``--texts`` sidecar
+    input (small by nature) is read by the driver (:func:`run_in_memory_passes`)."""
     started = time.perf_counter()
     out = settings.output_uri
     repairs = Repairs()
+    streamed = settings.texts is None and not _is_local_dir(settings.input_uri)
+    passes_run = run_manifest_passes if streamed else run_in_memory_passes
+    sent, n_inputs, passes, tally = passes_run(settings, repairs)
+    commits = recover(out, repairs)
+    summary = summarise_commits(
+        commits,
+        processed=sent,
+        wall_seconds=time.perf_counter() - started,
+        output=out,
+        audio_seconds_this_run=tally.audio_seconds,
+        repairs=repairs,
+        passes=passes,
+    )
+    del commits
+    write_summary(out, summary)
+    remaining = n_inputs - summary.inputs
+    log.info("job_summary", **summary.model_dump(), remaining=remaining)
+    return summary
+
+
+def _is_local_dir(uri: str) -> bool:
+    return not storage.is_s3(uri) and Path(uri).is_dir()
+
+
+def run_manifest_passes(settings: BatchSettings, repairs: Repairs) -> tuple[int, int, int, Tally]:
+    """The passes over a manifest: nothing per input in the driver's memory.
+
+    Each pass reads the manifest on a worker (:func:`manifest_dataset`), which skips the
+    ids committed in the output and reports its counts. A pass is complete when the
+    commits it counted hold as many ids as it sent and the recover after it repaired
+    nothing; otherwise the next pass, with the first pass's ``cutoff`` in place of
+    ``--limit``, sends exactly the rows still not committed. After ``max_passes`` a
+    reader-only pass counts them. Returns (rows sent, inputs in the manifest, passes,
+    tally)."""
+    out = settings.output_uri
+    recover(out, repairs)
+    run = uuid.uuid4().hex[:12]
+    tally, first, passes = Tally(), None, 0
+    while True:
+        passes += 1
+        report_uri = storage.resolve(storage.resolve(out, REPORTS_DIR), f"{run}-{passes}.json")
+        inputs = manifest_dataset(
+            settings,
+            report_uri,
+            limit=settings.limit if first is None else None,
+            cutoff=None if first is None else first.cutoff,
+        )
+        this = _consume(build_dataset(inputs, settings), None, settings.progress_interval_s)
+        report = _take_report(report_uri)
+        if first is None:
+            first = report
+            log.info("inputs_read", source=settings.input_uri, output=out, **report.model_dump())
+        elif report.sent:
+            log.warning("pass_again", attempt=passes, missing=report.sent, output=out)
+        tally.merge(this)
+        repaired = (repairs.removed, repairs.trimmed)
+        recover(out, repairs)
+        if this.processed == report.sent and repaired == (repairs.removed, repairs.trimmed):
+            break
+        if passes == settings.max_passes:
+            _fail_if_missing(settings, first, run)
+            break
+    return first.sent, first.inputs, passes, tally
+
+
+def _take_report(report_uri: str) -> InputReport:
+    report = read_report(report_uri)
+    fs, path = storage.filesystem(report_uri)
+    fs.delete_file(path)
+    return report
+
+
+def _fail_if_missing(settings: BatchSettings, first: InputReport, run: str) -> None:
+    """Count the rows of the first pass still not committed with a reader-only pass;
+    ``RuntimeError`` naming a few when there are any."""
+    report_uri = storage.resolve(
+        storage.resolve(settings.output_uri, REPORTS_DIR), f"{run}-check.json"
+    )
+    inputs = manifest_dataset(settings, report_uri, limit=None, cutoff=first.cutoff)
+    examples: list[str] = []
+    for batch in inputs.iter_batches(batch_format="pyarrow", batch_size=None):
+        examples += batch.column("id").to_pylist()[: 5 - len(examples)]
+    missing = _take_report(report_uri).sent
+    if missing:
+        raise RuntimeError(
+            f"{missing} of {first.sent} inputs still not committed after "
+            f"{settings.max_passes} passes, e.g. {sorted(examples)}"
+        )
+
+
+def run_in_memory_passes(settings: BatchSettings, repairs: Repairs) -> tuple[int, int, int, Tally]:
+    """The passes over a corpus directory or a ``--texts`` input, read by the driver: its
+    rows and their ids are held in memory. Returns as :func:`run_manifest_passes`."""
+    import ray.data
+
+    out = settings.output_uri
     done = done_ids(recover(out, repairs))
     source = read_utterances(settings.input_uri, texts=settings.texts)
     n_inputs = source.n_inputs
@@ -153,37 +304,23 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
     )
     sent = {row["id"] for row in rows}
     tally = Tally()
-    missing, commits, passes = set(sent), None, 0
+    missing, passes = set(sent), 0
     while missing and passes < settings.max_passes:
         passes += 1
         todo = [row for row in rows if row["id"] in missing]
         if passes > 1:
             log.warning("pass_again", attempt=passes, missing=len(todo), output=out)
         blocks = list(stages.input_blocks(todo, settings.rows_per_read_block))
-        dataset = build_dataset(blocks, settings)  # the blocks go to the object store
-        del blocks
+        dataset = build_dataset(ray.data.from_arrow(blocks), settings)
+        del blocks  # in the object store now
         tally.merge(_consume(dataset, len(todo), settings.progress_interval_s))
-        commits, missing = missing_ids(out, sent, repairs)
-    if commits is None:
-        commits = recover(out, repairs)
+        _, missing = missing_ids(out, sent, repairs)
     if missing:
         raise RuntimeError(
             f"{len(missing)} of {len(sent)} inputs still not committed after "
             f"{settings.max_passes} passes, e.g. {sorted(missing)[:5]}"
         )
-    summary = summarise_commits(
-        commits,
-        processed=len(sent),
-        wall_seconds=time.perf_counter() - started,
-        output=out,
-        audio_seconds_this_run=tally.audio_seconds,
-        repairs=repairs,
-        passes=passes,
-    )
-    write_summary(out, summary)
-    remaining = n_inputs - summary.inputs
-    log.info("job_summary", **summary.model_dump(), remaining=remaining)
-    return summary
+    return len(sent), n_inputs, passes, tally
 
 
 @dataclass
@@ -209,8 +346,9 @@ class Tally:
         self.part_sets += other.part_sets
 
 
-def _consume(dataset, total: int, interval_s: float) -> Tally:
-    """Drive the pipeline, counting the commits; log progress every ``interval_s``."""
+def _consume(dataset, total: int | None, interval_s: float) -> Tally:
+    """Drive the pipeline, counting the commits; log progress every ``interval_s``
+    (``total``: the rows sent, when known before the pass)."""
     tally = Tally()
     started = last = time.perf_counter()
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):

@@ -60,7 +60,7 @@ from apa.lexicon import Lexicon
 from apa.log import configure_logging, get_logger
 from apa.schema import Assessment, ErrorRecord, Level
 from apa.scorer import PreparedUtterance, ScoreResult
-from apa.scoring.pipeline import score_batch
+from apa.scoring.pipeline import concurrency_guard, score_batch
 from apa.scoring.registry import load_scorer
 from apa.scoring.request import LEVELS, assessment_view, prepare_request
 from serve.admission import Admission, client_identity
@@ -290,6 +290,7 @@ class Scorer:
         self.settings = ServeSettings(**args)
         started = time.perf_counter()
         self.scorer = load_scorer(self.settings.scoring)
+        self.guard = concurrency_guard(self.scorer)
         self.metrics = ScorerMetrics()
         self.score.set_max_batch_size(self.settings.scoring.batch_size)
         self.score.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
@@ -302,6 +303,10 @@ class Scorer:
             max_batch_size=self.settings.scoring.batch_size,
         )
 
+    def _score(self, items: list[PreparedUtterance]) -> list[ScoreResult]:
+        with self.guard:
+            return score_batch(self.scorer, items)
+
     def info(self) -> dict[str, Any]:
         scoring = self.settings.scoring
         return {
@@ -311,10 +316,12 @@ class Scorer:
             "max_batch_size": scoring.batch_size,
         }
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=2)
     async def score(self, items: list[PreparedUtterance]) -> list[ScoreResult]:
-        # In a thread, so that requests keep queueing into the next batch meanwhile.
-        results = await asyncio.to_thread(score_batch, self.scorer, items)
+        # In a thread, so that requests keep queueing into the next batch meanwhile. Two
+        # batches at once: the LMM engine's device stage takes one at a time, so one batch is
+        # encoded or decoded on the host while the other is on the device.
+        results = await asyncio.to_thread(self._score, items)
         self.metrics.batch(len(items), sum(item.audio.duration_s for item in items))
         return results
 

@@ -250,15 +250,20 @@ def _list(directory: str) -> Iterator[tuple[pafs.FileSystem, pafs.FileInfo]]:
 def read_commits(out: str) -> list[Commit]:
     """Every commit in ``out`` (none for a new or empty directory), in key order. A commit
     deleted between the listing and the read (a concurrent recover) is left out."""
-    commits = []
+    return sorted(iter_commits(out), key=lambda c: c.key)
+
+
+def iter_commits(out: str) -> Iterator[Commit]:
+    """:func:`read_commits` one at a time, in listing order: a reader of millions of ids
+    (the job's done set, :mod:`apa.batch.inputs`) holds one commit at a time."""
     for fs, info in _list(storage.resolve(out, COMMITS_DIR)):
         if info.base_name.endswith(".json") and ".partial-" not in info.base_name:
             try:
                 with fs.open_input_stream(info.path, compression=None) as stream:
-                    commits.append(Commit.model_validate_json(stream.read()))
+                    data = stream.read()
             except FileNotFoundError:
                 continue
-    return sorted(commits, key=lambda c: c.key)
+            yield Commit.model_validate_json(data)
 
 
 def _delete(uri: str) -> bool:

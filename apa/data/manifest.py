@@ -29,14 +29,14 @@ import gzip
 import io
 import json
 import zlib
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
@@ -127,8 +127,9 @@ def _lines_before_damage(data: bytes) -> int:
     return lines
 
 
-def _jsonl_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
-    for number, line in enumerate(data.split(b"\n"), start=1):
+def _jsonl_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, Row | ApaError]]:
+    """Numbered rows of JSONL ``lines`` (each without its ``\\n``)."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         raw = line.decode("utf-8", errors="replace")[:2000]
@@ -279,6 +280,46 @@ def _utterance(row: Row, utt_id: str, base: str, lexicon: Lexicon | None) -> Utt
     return with_canonical_phones(utt, lexicon)
 
 
+def row_key(number: int, row: Row | ApaError) -> tuple[str, bool]:
+    """The id row ``number`` counts under, and whether it is the row's own id (``False``:
+    the synthetic ``<row N>`` of a row that could not be read or has no usable id; such a
+    row is never a duplicate)."""
+    utt_id = _text(row.get("id")) if isinstance(row, dict) else None
+    return (utt_id, True) if utt_id is not None else (f"<row {number}>", False)
+
+
+def row_record(
+    number: int,
+    row: Row | ApaError,
+    base: str,
+    lexicon: Lexicon | None = None,
+    *,
+    rows_of_id: Sequence[int] = (),
+) -> Utterance | ErrorRecord | None:
+    """What row ``number`` of a manifest counts as (see the module docstring): an
+    utterance, or the error it is; relative audio resolves against ``base``.
+
+    ``rows_of_id``: the numbers of every row with this row's id when there is more than one
+    (a duplicate id). The first of them becomes the id's ``input.duplicate_id`` error, the
+    others ``None`` (counted in it). The one rule for whole-file reads
+    (:func:`rows_to_manifest`) and block-wise ones (:mod:`apa.batch.inputs`)."""
+    utt_id, own = row_key(number, row)
+    if isinstance(row, ApaError):
+        return row.record(utt_id)
+    if not own:
+        message = f"row {number}: no id" if _blank(row.get("id")) else f"row {number}: bad id"
+        return InputError("missing_field", message).record(utt_id)
+    if len(rows_of_id) > 1:
+        if rows_of_id[0] != number:
+            return None
+        where = ", ".join(map(str, rows_of_id))
+        return InputError("duplicate_id", f"{utt_id}: on rows {where}").record(utt_id)
+    try:
+        return _utterance(row, utt_id, base, lexicon)
+    except ApaError as e:
+        return e.record(utt_id)
+
+
 def rows_to_manifest(
     uri: str, rows: Iterable[tuple[int, Row | ApaError]], lexicon: Lexicon | None = None
 ) -> Manifest:
@@ -286,34 +327,20 @@ def rows_to_manifest(
     relative audio resolves against the directory of ``uri``."""
     rows = list(rows)
     base = storage.parent(uri)
-    ids = {number: _text(row.get("id")) for number, row in rows if isinstance(row, dict)}
-    seen = Counter(i for i in ids.values() if i is not None)
     lines: dict[str, list[int]] = {}
-    for number, utt_id in ids.items():
-        if utt_id is not None:
+    for number, row in rows:
+        utt_id, own = row_key(number, row)
+        if own:
             lines.setdefault(utt_id, []).append(number)
     utterances: list[Utterance] = []
     errors: list[ErrorRecord] = []
     for number, row in rows:
-        if isinstance(row, ApaError):
-            errors.append(row.record(f"<row {number}>"))
-            continue
-        utt_id = ids[number]
-        if utt_id is None:
-            message = f"row {number}: no id" if _blank(row.get("id")) else f"row {number}: bad id"
-            errors.append(InputError("missing_field", message).record(f"<row {number}>"))
-            continue
-        if seen[utt_id] > 1:
-            if lines[utt_id][0] == number:
-                where = ", ".join(map(str, lines[utt_id]))
-                errors.append(
-                    InputError("duplicate_id", f"{utt_id}: on rows {where}").record(utt_id)
-                )
-            continue
-        try:
-            utterances.append(_utterance(row, utt_id, base, lexicon))
-        except ApaError as e:
-            errors.append(e.record(utt_id))
+        utt_id, own = row_key(number, row)
+        record = row_record(number, row, base, lexicon, rows_of_id=lines[utt_id] if own else ())
+        if isinstance(record, Utterance):
+            utterances.append(record)
+        elif record is not None:
+            errors.append(record)
     return Manifest(uri=uri, utterances=utterances, errors=errors)
 
 
@@ -335,7 +362,55 @@ def read_rows(uri: str) -> Iterator[tuple[int, Row | ApaError]]:
     ``FileNotFoundError``/``OSError`` when the file cannot be read."""
     fmt = manifest_format(uri)
     data = decompressed(uri, storage.read_bytes(uri))
-    return {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt](data)
+    if fmt == "jsonl":
+        return _jsonl_rows(data.split(b"\n"))
+    return {"csv": _csv_rows, "parquet": _parquet_rows}[fmt](data)
+
+
+def stream_rows(uri: str) -> Iterator[tuple[int, Row | ApaError]]:
+    """:func:`read_rows`, holding a few rows at a time rather than the file: JSONL line by
+    line (gunzipped as it streams; damage raises :class:`DamagedManifestError` when it is
+    reached, so read to the end before acting on any row), Parquet a row group at a time.
+    CSV is read whole (its row checks need the file; a CSV manifest of millions of rows
+    is better given as JSONL or Parquet)."""
+    fmt = manifest_format(uri)
+    if fmt == "csv":
+        yield from read_rows(uri)
+        return
+    fs, path = storage.filesystem(uri)
+    if storage.is_s3(uri) and fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no object at {uri}")
+    if fmt == "parquet":
+        with fs.open_input_file(path) as f:
+            number = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield number, row
+        return
+    with fs.open_input_stream(path, compression=None) as raw:
+        stream = gzip.GzipFile(fileobj=raw) if uri.lower().endswith(".gz") else raw
+        lines = 0
+        try:
+            for lines, row in _jsonl_rows(_lines(stream)):  # noqa: B007 (lines: for the message)
+                yield lines, row
+        except (EOFError, OSError, zlib.error) as e:
+            damage = "truncated" if isinstance(e, EOFError) else "corrupt"
+            raise DamagedManifestError(
+                f"{uri}: {damage} gzip data ({e}) after {lines:,} lines; refusing the whole "
+                f"file rather than scoring only the rows before the damage: copy or "
+                f"compress it again"
+            ) from None
+
+
+def _lines(stream: Any) -> Iterator[bytes]:
+    """The lines of a binary stream without their ``\\n`` (as ``data.split(b"\\n")``)."""
+    rest = b""
+    while chunk := stream.read(_CHUNK):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    yield rest
 
 
 def manifest_row(utt: Utterance) -> Row:

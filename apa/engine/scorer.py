@@ -30,6 +30,17 @@ rounding). The output head is applied only where slots are read.
 Scores are expected values over the allowed score tokens (``scores="expected"``) or the most
 probable score (``"greedy"``); a pronounced phone is the most probable token.
 
+The work runs in three stages (:class:`~apa.scorer.StagedScorer`), as an LLM engine's
+preprocess, engine and postprocess: :meth:`LmmScorer.encode` (host) turns each utterance
+into token ids, the audio placeholder expanded for its clip, everything that depends only on
+the reference (template, prompt ids, placeholder answer, slot offsets) coming from a bounded
+LRU per distinct reference; :meth:`LmmScorer.run` (device, one call at a time) computes the
+log-mel features of the batch's clips on the model's device, runs the forward passes and
+reads the slots' distributions; :meth:`LmmScorer.decode` (host) reads them into
+assessments. Callers overlap the host stages of one batch with the device stage of another
+(:func:`apa.scoring.pipeline.score_batches`, the Serve replica's two concurrent batches, the
+batch job's two calls per actor).
+
 The generated answer is decoded to text and checked against the template; an answer that
 does not fit, or distributions that cannot be read (NaN logits), become an
 :class:`~apa.schema.ErrorRecord` (stage ``answer``, ``raw`` holding the answer text), never
@@ -41,10 +52,12 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from apa.errors import ApaError, AudioError, InputError
@@ -54,7 +67,14 @@ from apa.lmm.vocab import SLOT, add_answer_tokens, check_single_tokens
 from apa.models.card import read_card
 from apa.models.errors import ModelLoadError
 from apa.models.families import by_name
-from apa.models.inputs import Batch, build_batch, text_model_and_head
+from apa.models.inputs import (
+    Batch,
+    PromptIds,
+    collate,
+    expand,
+    text_model_and_head,
+    tokenize_prompt,
+)
 from apa.models.loading import DTYPES, LoadedModel, load_model
 from apa.schema import Assessment, ErrorRecord
 from apa.scorer import PreparedUtterance, ScoreResult, ScorerInfo
@@ -97,7 +117,8 @@ _KIND_TOKENS: dict[str, tuple[str, ...]] = {
     kind: AnswerTemplate((), ()).allowed_tokens(Slot(kind, "phone", "accuracy")) for kind in _KINDS
 }
 """The allowed tokens of each slot kind (they depend on the kind only)."""
-_WIDTH = max(len(tokens) for tokens in _KIND_TOKENS.values())
+_WIDTHS = tuple(len(_KIND_TOKENS[kind]) for kind in _KINDS)
+_WIDTH = max(_WIDTHS)
 _HEAD_ROWS = 512
 """Hidden states sent through the output head at once (bounds the logits' memory)."""
 
@@ -114,10 +135,16 @@ class Reference:
 
     template: AnswerTemplate
     prompt: str
+    prompt_ids: PromptIds
+    """The prompt's ids, its audio placeholder not yet expanded."""
     chunks: tuple[tuple[int, ...], ...]
     """The placeholder answer's ids between slots: ``len(template.slots) + 1`` chunks."""
     kinds: tuple[int, ...]
     """Each slot's kind, as an index into :data:`_KINDS`."""
+    answer: tuple[int, ...]
+    """The placeholder answer's ids: the chunks joined by the slot token."""
+    slot_offsets: tuple[int, ...]
+    """Each slot token's index in :attr:`answer`."""
 
 
 @dataclass(frozen=True)
@@ -145,12 +172,30 @@ class Job:
 
 
 @dataclass(frozen=True)
-class _Read:
-    """What the model put in one job's slots: the token chosen and the distribution over the
-    slot's allowed tokens (in :meth:`AnswerTemplate.allowed_tokens` order)."""
+class Encoded:
+    """One utterance as model-ready inputs: the first stage's output
+    (:meth:`LmmScorer.encode`), what the device stage (:meth:`LmmScorer.run`) takes."""
 
-    tokens: list[int]
-    probs: list[list[float]]
+    job: Job
+    ids: tuple[int, ...]
+    """The prompt with the clip's audio tokens, then the answer ids of the first pass (the
+    placeholder answer in one-pass mode, the first chunk in generate mode)."""
+    answer_length: int
+    """How many of :attr:`ids` are the answer (the row's last)."""
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self.job.item.audio.samples
+
+
+@dataclass(frozen=True)
+class Read:
+    """What the model put in one job's slots (the device stage's output): the token chosen
+    ``(slots,)`` and the distribution over each slot's allowed tokens ``(slots, width)``
+    (in :meth:`AnswerTemplate.allowed_tokens` order, 0 past the kind's tokens)."""
+
+    tokens: np.ndarray
+    probs: np.ndarray
 
 
 def load_lmm_scorer(
@@ -236,6 +281,9 @@ class LmmScorer:
                 f"{vocab} rows: add the tokens to the model too (add_answer_tokens)"
             )
         self.slot_id = ids[SLOT]
+        self._audio_id = self.processor.audio_token_id
+        self._tokenizer_lock = threading.Lock()
+        self._device_lock = threading.Lock()
         self._device = torch.device(loaded.device)
         self._dtype = DTYPES[loaded.dtype]
         # Allowed ids per slot kind, padded to one width; ``valid`` marks the real entries.
@@ -270,22 +318,47 @@ class LmmScorer:
         return self.forward_passes / self.utterances if self.utterances else None
 
     def score(self, batch: Sequence[PreparedUtterance]) -> list[ScoreResult]:
-        results: list[ScoreResult | None] = [None] * len(batch)
-        jobs: list[tuple[int, Job]] = []
-        for i, item in enumerate(batch):
+        """The three stages in a row: :meth:`encode`, :meth:`run`, :meth:`decode`."""
+        encoded = self.encode(batch)
+        ready = [e for e in encoded if isinstance(e, Encoded)]
+        reads = iter(self.decode(ready, self.run(ready)) if ready else [])
+        return [next(reads) if isinstance(e, Encoded) else e for e in encoded]
+
+    # -- the stages --------------------------------------------------------------------
+    # encode and decode are host work, safe to run in other threads while run (the device
+    # work, one call at a time) goes on: the tokenizer is used under a lock.
+
+    def cost(self, item: PreparedUtterance) -> float:
+        """The tokens of ``item``'s first pass (0 for an item :meth:`encode` refuses)."""
+        try:
+            return len(self._encode(self.job(item)).ids)
+        except ApaError:
+            return 0
+
+    def encode(self, batch: Sequence[PreparedUtterance]) -> list[Encoded | ErrorRecord]:
+        """Host stage: each utterance's token ids (its reference's prompt and answer from
+        the cache, the audio placeholder expanded for its clip), or the error that keeps it
+        from the model (audio too long or too short, a reference the template cannot
+        hold)."""
+        out: list[Encoded | ErrorRecord] = []
+        for item in batch:
             try:
-                jobs.append((i, self.job(item)))
+                out.append(self._encode(self.job(item)))
             except ApaError as e:
-                results[i] = e.record(item.utterance.id)
-        if jobs:
-            ready = [job for _, job in jobs]
-            self.utterances += len(ready)
-            with torch.inference_mode():
-                reads = self._one_pass(ready) if self.mode == "one-pass" else self._generate(ready)
-            for (i, job), read in zip(jobs, reads, strict=True):
-                results[i] = self._result(job, read)
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+                out.append(e.record(item.utterance.id))
+        return out
+
+    def run(self, encoded: Sequence[Encoded]) -> list[Read]:
+        """Device stage: the model reads every slot of a batch (features, forward passes,
+        the output head at the slots), one call at a time."""
+        with self._device_lock, torch.inference_mode():
+            self.utterances += len(encoded)
+            return self._one_pass(encoded) if self.mode == "one-pass" else self._generate(encoded)
+
+    def decode(self, encoded: Sequence[Encoded], reads: Sequence[Read]) -> list[ScoreResult]:
+        """Host stage: each utterance's assessment from what the model put in its slots,
+        or the answer error."""
+        return [self._result(e.job, r) for e, r in zip(encoded, reads, strict=True)]
 
     # -- preparing -----------------------------------------------------------------------
 
@@ -303,7 +376,8 @@ class LmmScorer:
             )
         phones = tuple(tuple(word) for word in utterance.phones or ())
         try:
-            reference = self.reference(utterance.text, tuple(utterance.words), phones)
+            with self._tokenizer_lock:
+                reference = self.reference(utterance.text, tuple(utterance.words), phones)
         except ValueError as e:
             raise InputError("invalid_reference", f"{utterance.id}: {e}") from None
         return Job(item, reference)
@@ -328,15 +402,38 @@ class LmmScorer:
                 f"{len(template.slots)} slots"
             )
         kinds = tuple(_KINDS.index(s.kind) for s in template.slots)
-        return Reference(template, prompt, tuple(chunks), kinds)
+        return Reference(
+            template,
+            prompt,
+            tokenize_prompt(self.processor, prompt),
+            tuple(chunks),
+            kinds,
+            answer=tuple(ids),
+            slot_offsets=tuple(j for j, t in enumerate(ids) if t == self.slot_id),
+        )
 
-    def _batch(self, jobs: Sequence[Job], answers: Sequence[Sequence[int]]) -> Batch:
-        batch = build_batch(
-            self.processor,
-            [job.prompt for job in jobs],
-            [job.item.audio.samples for job in jobs],
-            answers,
+    def _encode(self, job: Job, mode: Mode | None = None) -> Encoded:
+        """``job``'s first-pass ids in ``mode`` (the scorer's by default)."""
+        samples = len(job.item.audio.samples)
+        tokens = self.backend.audio_tokens(self.processor, samples)
+        if tokens < 1:
+            raise AudioError(
+                "too_short",
+                f"{job.item.utterance.id}: {samples} samples of audio, too short for "
+                f"one {self.backend.family} audio token",
+            )
+        answer = job.reference.answer if (mode or self.mode) == "one-pass" else job.chunks[0]
+        ids = (*expand(job.reference.prompt_ids, tokens, self._audio_id), *answer)
+        return Encoded(job, ids, len(answer))
+
+    def _batch(self, encoded: Sequence[Encoded]) -> Batch:
+        batch = collate(
+            [e.ids for e in encoded],
+            [e.answer_length for e in encoded],
+            [e.samples for e in encoded],
+            processor=self.processor,
             backend=self.backend,
+            device=self._device,
         )
         return batch.to(self._device, self._dtype)
 
@@ -369,28 +466,23 @@ class LmmScorer:
         template order: ``(slots, hidden)``, with each slot's kind ``(slots,)`` (an index
         into the allowed-token table). Gradients flow when called outside
         ``torch.inference_mode``: fine-tuning (:mod:`apa.finetune`) trains through it."""
-        answers = []
-        for job in jobs:
-            answer: list[int] = list(job.chunks[0])
-            for chunk in job.chunks[1:]:
-                answer += [self.slot_id, *chunk]
-            answers.append(answer)
-        batch = self._batch(jobs, answers)
+        return self._slot_states([self._encode(job, "one-pass") for job in jobs])
+
+    def _slot_states(self, encoded: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self._batch(encoded)
         out = self._forward(
-            len(jobs),
+            len(encoded),
             **self.backend.first_pass_inputs(self._text_model, batch),
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
         )
         rows, cols, kinds = [], [], []
-        for i, (job, answer, start) in enumerate(
-            zip(jobs, answers, batch.answer_starts, strict=True)
-        ):
-            slots = [start + j for j, t in enumerate(answer) if t == self.slot_id]
-            rows += [i] * len(slots)
-            cols += [p - 1 for p in slots]  # the output before a slot predicts it
-            kinds += job.kinds
+        for i, (e, start) in enumerate(zip(encoded, batch.answer_starts, strict=True)):
+            offsets = e.job.reference.slot_offsets
+            rows += [i] * len(offsets)
+            cols += [start + j - 1 for j in offsets]  # the output before a slot predicts it
+            kinds += e.job.kinds
         where = torch.tensor([rows, cols], device=self._device)
         hidden = out.last_hidden_state[where[0], where[1]]
         return hidden, torch.tensor(kinds, device=self._device)
@@ -407,25 +499,25 @@ class LmmScorer:
         """The output head (``lm_head``; a peft wrapper's trainable copy when it has one)."""
         return self._head
 
-    def _one_pass(self, jobs: Sequence[Job]) -> list[_Read]:
-        hidden, kinds = self.slot_states(jobs)
-        probs, chosen = self._read_slots(hidden, kinds)
-        probs_list, chosen_list = probs.cpu().tolist(), chosen.cpu().tolist()
+    def _one_pass(self, encoded: Sequence[Encoded]) -> list[Read]:
+        probs, chosen = self._read_slots(*self._slot_states(encoded))
+        probs_all, chosen_all = probs.cpu().numpy(), chosen.cpu().numpy()
         reads, at = [], 0
-        for job in jobs:
-            n = len(job.kinds)
-            reads.append(_read(job, chosen_list[at : at + n], probs_list[at : at + n]))
+        for e in encoded:
+            n = len(e.job.kinds)
+            reads.append(Read(tokens=chosen_all[at : at + n], probs=probs_all[at : at + n]))
             at += n
         return reads
 
-    def _generate(self, jobs: Sequence[Job]) -> list[_Read]:
+    def _generate(self, encoded: Sequence[Encoded]) -> list[Read]:
+        jobs = [e.job for e in encoded]
         n_rows = len(jobs)
         steps = max(len(job.kinds) for job in jobs)
         kinds = torch.zeros((n_rows, steps), dtype=torch.long)
         for i, job in enumerate(jobs):
             kinds[i, : len(job.kinds)] = torch.tensor(job.kinds)
         kinds = kinds.to(self._device)
-        batch = self._batch(jobs, [job.chunks[0] for job in jobs])
+        batch = self._batch(encoded)
         out = self._forward(
             n_rows,
             **self.backend.first_pass_inputs(self._text_model, batch),
@@ -469,29 +561,32 @@ class LmmScorer:
             probs, chosen = self._read_slots(out.last_hidden_state[:, -1], kinds[:, k])
             all_probs.append(probs)
             all_chosen.append(chosen)
-        probs_list = torch.stack(all_probs, dim=1).cpu().tolist()  # (rows, steps, width)
-        chosen_list = torch.stack(all_chosen, dim=1).cpu().tolist()
+        probs_all = torch.stack(all_probs, dim=1).cpu().numpy()  # (rows, steps, width)
+        chosen_all = torch.stack(all_chosen, dim=1).cpu().numpy()
         return [
-            _read(job, chosen_list[i][: len(job.kinds)], probs_list[i][: len(job.kinds)])
+            Read(tokens=chosen_all[i, : len(job.kinds)], probs=probs_all[i, : len(job.kinds)])
             for i, job in enumerate(jobs)
         ]
 
     # -- reading -------------------------------------------------------------------------
 
-    def _result(self, job: Job, read: _Read) -> Assessment | ErrorRecord:
+    def _result(self, job: Job, read: Read) -> Assessment | ErrorRecord:
         """The assessment of one job, or the answer error with the answer text as ``raw``."""
         uid = job.item.utterance.id
         ids = list(job.chunks[0])
-        for token, chunk in zip(read.tokens, job.chunks[1:], strict=True):
+        for token, chunk in zip(read.tokens.tolist(), job.chunks[1:], strict=True):
             ids += [token, *chunk]
-        raw = self.tokenizer.decode(
-            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
-        )
+        with self._tokenizer_lock:
+            raw = self.tokenizer.decode(
+                ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
+        probs = read.probs.tolist()
+        widths = [_WIDTHS[k] for k in job.kinds]
         try:
             job.template.read_text(raw)
             return parse_distributions(
                 job.template,
-                read.probs,
+                [p[:w] for p, w in zip(probs, widths, strict=True)],
                 utterance_id=uid,
                 reference_text=job.item.utterance.text,
                 model=self.loaded.name,
@@ -500,9 +595,3 @@ class LmmScorer:
             )
         except AnswerError as e:
             return e.record(uid).model_copy(update={"raw": raw})
-
-
-def _read(job: Job, tokens: list[int], probs: list[list[float]]) -> _Read:
-    """Trim each slot's padded distribution to its kind's allowed tokens."""
-    widths = [len(_KIND_TOKENS[_KINDS[k]]) for k in job.kinds]
-    return _Read(tokens=tokens, probs=[p[:w] for p, w in zip(probs, widths, strict=True)])

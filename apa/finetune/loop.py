@@ -50,7 +50,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from apa.engine.feature_memo import with_feature_memo
 from apa.engine.scorer import LmmScorer, load_lmm_scorer
 from apa.finetune.checkpoint import (
     CHECKPOINTS_DIR,
@@ -223,9 +222,8 @@ class Trainer:
         with quiet_peft():
             model = get_peft_model(loaded.model, lora)
         self.model = model
-        # the same clips come back every epoch and validation: extract their features once
         self.scorer = LmmScorer(
-            replace(loaded, model=model, processor=with_feature_memo(loaded.processor)),
+            replace(loaded, model=model),
             mode="one-pass",
             scores="expected",
             prompt=config.prompt,

@@ -8,12 +8,16 @@ decoding, reading slots) is shared. Every family is used the same way:
    template: one user turn holding the audio placeholder and the instruction, then the
    assistant prefix (``<|im_start|>assistant\\n`` for Qwen2-Audio, ``<|assistant|>`` for
    Phi-4-multimodal).
-2. :func:`build_batch` runs the processor on the prompts and clips (which expands each
-   audio placeholder to the clip's audio tokens and extracts the features), appends each
-   item's answer token ids right after its assistant prefix, and left-pads the rows:
-   ``pad ... pad | prompt + audio tokens | answer``. Every row ends at the same column, and
-   :attr:`Batch.answer_starts` says where each answer begins. ``position_ids`` are
-   ``cumsum(attention_mask) - 1``, so padding does not shift any token's position.
+2. The prompt is tokenized once (:func:`tokenize_prompt`), its audio placeholder left as
+   one token; for each clip the placeholder is repeated once per audio token
+   (:meth:`Backend.audio_tokens`, :func:`expand`: the ids the processor would give) and
+   the item's answer ids follow. :func:`collate` left-pads the rows,
+   ``pad ... pad | prompt + audio tokens | answer``, so that every row ends at the same
+   column (:attr:`Batch.answer_starts` says where each answer begins), with
+   ``position_ids = cumsum(attention_mask) - 1`` (padding shifts no token's position), and
+   has the backend compute the clips' log-mel features on the model's device, for their
+   real frames only (:meth:`Backend.audio_features`). :func:`build_batch` does all of
+   this for prompts given as text.
 3. :meth:`Backend.first_pass_inputs` turns a batch into the inputs of the
    family's text model for the first forward pass (the one that carries the audio); later
    cached passes take token ids only.
@@ -27,7 +31,7 @@ The backends: :mod:`apa.models.qwen2_audio.backend`, :mod:`apa.models.phi4mm.bac
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -88,9 +92,17 @@ class Backend(Protocol):
         placeholder."""
         ...
 
-    def collate_audio(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        """The audio tensors of a batch from each item's own processor outputs (one clip
-        each), padded as the family's encoder expects."""
+    def audio_tokens(self, processor: Any, samples: int) -> int:
+        """The audio tokens a clip of ``samples`` (16 kHz) expands the placeholder to (0 for
+        a clip too short for one)."""
+        ...
+
+    def audio_features(
+        self, processor: Any, clips: Sequence[np.ndarray], device: Any
+    ) -> dict[str, torch.Tensor]:
+        """The encoder's inputs for a batch of clips (log-mel features on the real frames and
+        their masks), computed on ``device``; each clip's features do not depend on the
+        clips batched with it."""
         ...
 
     def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
@@ -122,6 +134,69 @@ def chat_prompt(processor: Any, instruction: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class PromptIds:
+    """A prompt's token ids with its one audio placeholder (:func:`tokenize_prompt`):
+    computed once per prompt, expanded per clip by :func:`expand`."""
+
+    ids: tuple[int, ...]
+    audio_at: int
+    """The placeholder's index in ``ids``."""
+
+
+def tokenize_prompt(processor: Any, prompt: str) -> PromptIds:
+    """``prompt`` tokenized as the processor tokenizes it, its audio placeholder left as one
+    token. The processor repeats the placeholder's text once per audio token before
+    tokenizing, and the placeholder is a special token (never merged with its
+    neighbours), so repeating its id instead gives the processor's ids
+    (``tests/models/test_backends.py``). Raises ``ValueError`` unless the prompt holds the
+    placeholder exactly once."""
+    ids = processor.tokenizer(prompt)["input_ids"]
+    where = [i for i, t in enumerate(ids) if t == processor.audio_token_id]
+    if len(where) != 1:
+        raise ValueError(f"the prompt holds {len(where)} audio placeholders, not 1")
+    return PromptIds(tuple(ids), where[0])
+
+
+def expand(prompt: PromptIds, audio_tokens: int, audio_token_id: int) -> list[int]:
+    """The prompt's ids with its placeholder repeated ``audio_tokens`` times (what the
+    processor gives for a clip of that many audio tokens)."""
+    at = prompt.audio_at
+    return [*prompt.ids[:at], *([audio_token_id] * audio_tokens), *prompt.ids[at + 1 :]]
+
+
+def collate(
+    rows: Sequence[Sequence[int]],
+    answer_lengths: Sequence[int],
+    clips: Sequence[np.ndarray],
+    *,
+    processor: Any,
+    backend: Backend,
+    device: Any = "cpu",
+) -> Batch:
+    """A batch of token rows (prompt with its audio tokens expanded, then the answer, whose
+    last ``answer_lengths[i]`` ids are row ``i``'s answer) and their clips: the rows
+    left-padded, the clips' features computed on ``device`` by the family's backend
+    (:meth:`Backend.audio_features`)."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    tokenizer = processor.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
+        attention_mask[i, width - len(row) :] = 1
+    return Batch(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        position_ids=positions(attention_mask).to(device),
+        audio=backend.audio_features(processor, clips, device),
+        answer_starts=tuple(width - n for n in answer_lengths),
+    )
+
+
 def build_batch(
     processor: Any,
     prompts: Sequence[str],
@@ -129,78 +204,34 @@ def build_batch(
     answers: Sequence[str | Sequence[int]],
     *,
     backend: Backend,
+    device: Any = "cpu",
 ) -> Batch:
-    """Tokenize ``prompts`` with their clips (16 kHz float32) and append each answer (text,
-    tokenized alone with ``add_special_tokens=False``, or token ids) right after its prompt;
-    left-pad the rows. An empty answer gives the prompt alone. The items' audio inputs are
-    put together by the family's ``backend`` (:meth:`Backend.
-    collate_audio`)."""
-    import torch
-
+    """Tokenize ``prompts`` (:func:`tokenize_prompt`), expand each one's audio placeholder
+    for its clip (16 kHz float32) and append its answer (text, tokenized alone with
+    ``add_special_tokens=False``, or token ids) right after it; left-pad the rows
+    (:func:`collate`). An empty answer gives the prompt alone. The scoring engine does the
+    same in stages, with each reference's prompt tokenized once."""
     if not len(prompts) == len(audios) == len(answers) > 0:
         raise ValueError(
             f"{len(prompts)} prompts, {len(audios)} clips and {len(answers)} answers: "
             "give one of each per item, at least one item"
         )
     tokenizer = processor.tokenizer
-    # One processor call per item, then the audio tensors padded and stacked here: batched,
-    # Phi-4-multimodal's feature extractor fails on clips of nearly equal length (it slices
-    # past the last frame of the longest clip: "size of tensor a (570) must match ... (571)"),
-    # and an item's features must not depend on the clips batched with it anyway.
-    items = [
-        processor(text=[prompt], audio=[audio], sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        for prompt, audio in zip(prompts, audios, strict=True)
-    ]
-    encoded = backend.collate_audio(
-        [
-            {k: v for k, v in item.items() if k not in ("input_ids", "attention_mask")}
-            for item in items
-        ]
-    )
-    ids = [item["input_ids"][0][item["attention_mask"][0].bool()] for item in items]
     rows: list[list[int]] = []
     answer_lengths: list[int] = []
-    for i, answer in enumerate(answers):
+    for prompt, audio, answer in zip(prompts, audios, answers, strict=True):
         answer_ids = (
             tokenizer.encode(answer, add_special_tokens=False)
             if isinstance(answer, str)
             else [int(t) for t in answer]
         )
-        rows.append(ids[i].tolist() + answer_ids)
+        tokens = backend.audio_tokens(processor, len(audio))
+        ids = expand(tokenize_prompt(processor, prompt), tokens, processor.audio_token_id)
+        rows.append(ids + answer_ids)
         answer_lengths.append(len(answer_ids))
-    width = max(len(row) for row in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        attention_mask[i, width - len(row) :] = 1
-    return Batch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions(attention_mask),
-        audio=encoded,
-        answer_starts=tuple(width - n for n in answer_lengths),
+    return collate(
+        rows, answer_lengths, audios, processor=processor, backend=backend, device=device
     )
-
-
-def stack_padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Tensors of one item each (leading dimension 1) stacked into a batch, each padded
-    with zeros (``False``) at the end of every other dimension to the largest.
-
-    >>> import torch
-    >>> stack_padded([torch.ones(1, 2), torch.ones(1, 3)]).tolist()
-    [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
-    """
-    import torch
-
-    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
-    out = torch.zeros((sum(t.shape[0] for t in tensors), *shape), dtype=tensors[0].dtype)
-    row = 0
-    for t in tensors:
-        out[(slice(row, row + t.shape[0]), *(slice(0, n) for n in t.shape[1:]))] = t
-        row += t.shape[0]
-    return out
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ from apa.scorer import Scorer
 from apa.scoring.settings import ScoringSettings
 
 GOP = "builtin:gop"
+PASSTHROUGH = "builtin:passthrough"
+"""scores nothing: for benchmarks of the pipeline only (:mod:`apa.scoring.passthrough`)"""
 
 
 class ScorerLoadError(ApaError):
@@ -33,11 +35,16 @@ def resolve_model_name(name: str) -> str:
 
 
 def load_scorer(settings: ScoringSettings) -> Scorer:
-    """Load the scorer the settings name (once per process or actor): :data:`GOP`, or else
+    """Load the scorer the settings name (once per process or actor): :data:`GOP`,
+    :data:`PASSTHROUGH` (benchmarks only), or else
     an audio LMM (``builtin:tiny-qwen2-audio``, ``builtin:tiny-phi4mm``, a directory, an
     ``s3://`` prefix or a Hub id; :func:`apa.engine.scorer.load_lmm_scorer`), which raises
     :class:`~apa.models.loading.ModelLoadError` when it cannot be loaded."""
     name = resolve_model_name(settings.model)
+    if name == PASSTHROUGH:
+        from apa.scoring.passthrough import PassThroughScorer
+
+        return PassThroughScorer()
     if name == GOP:
         if settings.adapter:
             raise ScorerLoadError("adapter", "builtin:gop takes no adapter")

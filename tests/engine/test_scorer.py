@@ -20,7 +20,7 @@ from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
 from apa.prepare import prepare
 from apa.schema import Assessment, ErrorRecord, Utterance
 from apa.scorer import PreparedUtterance, Scorer
-from apa.scoring.pipeline import score_utterances
+from apa.scoring.pipeline import length_batches, score_prepared, score_utterances
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 
@@ -396,3 +396,26 @@ def test_a_reference_is_prepared_once_and_cached_scores_equal_uncached(
     assert uncached.reference.cache_info().hits == 0
     jobs = [cached.job(item) for item in same_text]
     assert all(job.reference is jobs[0].reference for job in jobs)
+
+
+def test_batches_group_utterances_of_similar_token_length(loaded_models, test_utterances) -> None:
+    """A row is padded to its batch's longest token sequence, which depends on the reference
+    as much as on the audio: batches cut by the engine's cost (its first pass's tokens) pad
+    less than batches cut by audio length, and score the same."""
+    scorer = LmmScorer(loaded_models[TINY_QWEN2_AUDIO], mode="one-pass")
+    items = [prepare(u) for u in test_utterances]
+    costs = [scorer.cost(item) for item in items]
+    assert costs == [len(e.ids) for e in scorer.encode(items)]
+
+    def padding(batches: list[list[int]]) -> int:
+        return sum(len(b) * max(costs[i] for i in b) - sum(costs[i] for i in b) for b in batches)
+
+    by_tokens, by_audio = length_batches(items, 2, scorer.cost), length_batches(items, 2)
+    assert padding(by_tokens) < padding(by_audio)
+    bucketed = score_prepared(scorer, items, 2)
+    for item, result in zip(items, bucketed, strict=True):
+        (alone,) = scorer.score([item])
+        assert result.sentence.total == pytest.approx(alone.sentence.total, abs=1e-3)
+        assert [p.accuracy for w in result.words for p in w.phones] == pytest.approx(
+            [p.accuracy for w in alone.words for p in w.phones], abs=1e-3
+        )

@@ -194,3 +194,24 @@ def test_phi4mm_clips_of_nearly_equal_length_batch_and_match_one_by_one(loaded_m
     for i, clip in enumerate(clips):
         alone = embeds([clip])[0]
         assert torch.allclose(together[i, -alone.shape[0] :], alone, atol=1e-5)
+
+
+def test_phi4mm_batched_audio_encoder_equals_transformers_clip_by_clip(loaded_models) -> None:
+    """The batch's clips encoded together (padding zeroed between the subsampling stages,
+    padded keys masked) equal transformers' encoder run on each clip alone."""
+    from apa.models.phi4mm.backend import _encode_one_by_one, encode_audio
+
+    loaded = loaded_models[TINY_PHI4MM]
+    backend = by_name(loaded.family).backend()
+    text_model, _ = text_model_and_head(loaded.model)
+    embedding = text_model.embed_tokens_extend.audio_embed
+    rng = np.random.default_rng(3)
+    lengths = (4_000, 16_000, 41_234, 85_834, 176_989)
+    clips = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
+    audio = backend.audio_features(loaded.processor, clips, "cpu")
+    features, frames = audio["audio_input_features"], audio["audio_attention_mask"]
+    with torch.inference_mode():
+        together = encode_audio(embedding, features, frames)
+        one_by_one = _encode_one_by_one(embedding, features, frames.sum(-1))
+    for i, size in enumerate(audio["audio_embed_sizes"].tolist()):
+        torch.testing.assert_close(together[i, :size], one_by_one[i, :size], atol=1e-5, rtol=1e-4)

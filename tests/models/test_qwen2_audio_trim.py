@@ -1,4 +1,5 @@
-"""The trimmed Qwen2-Audio encoder forward gives what transformers' padded path gives."""
+"""The trimmed Qwen2-Audio encoder forward, on features computed for the real frames only,
+gives what transformers' padded path gives on the processor's 30 s features."""
 
 from __future__ import annotations
 
@@ -15,11 +16,24 @@ def _clips() -> list[np.ndarray]:
     return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (16_000, 27_300, 9_000)]
 
 
+def _processor_features(processor, clips: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """The processor's own features, each clip padded to 30 s."""
+    items = [
+        processor(text=[processor.audio_token], audio=[clip], sampling_rate=16_000,
+                  return_tensors="pt")
+        for clip in clips
+    ]  # fmt: skip
+    return {
+        k: torch.cat([i[k] for i in items]) for k in ("input_features", "feature_attention_mask")
+    }
+
+
 def test_trimmed_first_pass_matches_the_padded_30_s_path(loaded_models) -> None:
     loaded = loaded_models[TINY_QWEN2_AUDIO]
     backend = Qwen2AudioBackend()
     prompts = [backend.prompt(loaded.processor, f"say {i}") for i in range(3)]
     batch = build_batch(loaded.processor, prompts, _clips(), ["", "", ""], backend=backend)
+    padded = _processor_features(loaded.processor, _clips())
     text_model, _ = text_model_and_head(loaded.model)
     with torch.inference_mode():
         ours = text_model(
@@ -29,12 +43,13 @@ def test_trimmed_first_pass_matches_the_padded_30_s_path(loaded_models) -> None:
         ).last_hidden_state
         theirs = text_model(
             input_ids=batch.input_ids,
-            **batch.audio,
+            **padded,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
         ).last_hidden_state
     real = batch.attention_mask.bool()
-    assert batch.audio["input_features"].shape[-1] == 3000
+    assert padded["input_features"].shape[-1] == 3000
+    assert batch.audio["input_features"].shape[-1] == 176  # 27,300 samples: 171 frames + 4 -> 176
     assert (ours[real] - theirs[real]).abs().max() < 1e-5
 
 

@@ -56,6 +56,36 @@ def test_bad_rows_land_in_errors_and_counts_add_up(ray_local, demo_manifest, tmp
     assert summary.scored == 4 and summary.inputs == 8
 
 
+def test_the_driver_never_reads_the_manifest_and_every_row_is_accounted_for(
+    ray_local, demo_manifest, tmp_path, monkeypatch
+):
+    """A manifest with unreadable rows and a duplicated id: the driver reads none of it
+    (both whole-file readers raise in its process), and still every input ends up once in
+    the tables: inputs = scored + errors, as the whole-file read counts them."""
+    lines = demo_manifest.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines += ["not json", json.dumps({"audio": "x.wav", "text": "no id"}), json.dumps(first)]
+    manifest = demo_manifest.parent / "with-duplicates.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    source = read_utterances(str(manifest))
+    expected = Counter([u.id for u in source.utterances] + [e.utterance_id for e in source.errors])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver read the manifest")
+
+    monkeypatch.setattr("ray_jobs.batch_score.read_utterances", refuse)
+    monkeypatch.setattr("apa.data.manifest.read_rows", refuse)
+    out = str(tmp_path / "out")
+    summary = run_batch(job_settings(str(manifest), out, rows_per_part=3))
+
+    assert Counter(_ids(out, "utterances") + _ids(out, "errors")) == expected
+    errors = {e["utterance_id"]: e["reason"] for e in read_table(f"{out}/errors").to_pylist()}
+    assert errors[first["id"]] == "input.duplicate_id"
+    assert (errors["<row 9>"], errors["<row 10>"]) == ("input.malformed_row", "input.missing_field")
+    assert summary.inputs == summary.scored + summary.errors == sum(expected.values()) == 10
+    assert (summary.processed, summary.passes) == (10, 1)
+
+
 def test_resume_after_a_stopped_run_ends_as_an_uninterrupted_run(
     ray_local, demo_manifest, tmp_path
 ):

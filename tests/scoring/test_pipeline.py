@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import soundfile as sf
 
 from apa.lexicon import Lexicon
 from apa.schema import Assessment, ErrorRecord, SentenceScores, Utterance
-from apa.scorer import PreparedUtterance, Scorer, ScoreResult, ScorerInfo
+from apa.scorer import PreparedUtterance, Scorer, ScoreResult, ScorerInfo, StagedScorer
 from apa.scoring.pipeline import ScorerContractError, score_utterances
 
 LEXICON = Lexicon({"HELLO": [["HH", "AH0", "L", "OW1"]], "WORLD": [["W", "ER1", "L", "D"]]})
@@ -130,3 +131,65 @@ def test_a_failing_utterance_is_isolated(utterances: list[Utterance]) -> None:
 def test_a_scorer_that_breaks_its_contract_is_a_bug(utterances: list[Utterance]) -> None:
     with pytest.raises(ScorerContractError):
         list(score_utterances(utterances, RecordingScorer(wrong_ids=True), lexicon=LEXICON))
+
+
+class StagedRecordingScorer(RecordingScorer):
+    """:class:`RecordingScorer` in three stages. ``run`` of a batch other than the last
+    (of ``batches``) waits (up to 10 s) for the next batch's ``encode`` to start, which
+    happens at once when the stages overlap, and records whether it did; ids in ``explode``
+    make ``run`` raise."""
+
+    def __init__(self, batches: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.remaining = batches
+        self.encoded = threading.Semaphore(0)
+        self.overlapped: list[bool] = []
+
+    def cost(self, item: PreparedUtterance) -> float:
+        return item.audio.duration_s
+
+    def encode(self, batch: Sequence[PreparedUtterance]) -> list:
+        self.encoded.release()
+        return [
+            ErrorRecord(utterance_id=p.utterance.id, stage="input", reason="input.too_long",
+                        message="refused at encode")
+            if p.audio.duration_s > 3.5 else p
+            for p in batch
+        ]  # fmt: skip
+
+    def run(self, encoded: Sequence[PreparedUtterance]) -> list:
+        self.encoded.acquire()  # this batch's own encode
+        self.remaining -= 1
+        if self.remaining:
+            self.overlapped.append(self.encoded.acquire(timeout=10))
+            self.encoded.release()
+        return [self.score([p])[0] for p in encoded]
+
+    def decode(self, encoded: Sequence[PreparedUtterance], outputs: Sequence) -> list:
+        return list(outputs)
+
+
+def test_a_staged_scorer_encodes_the_next_batch_while_the_device_runs(
+    utterances: list[Utterance],
+) -> None:
+    staged = StagedRecordingScorer(batches=4)
+    assert isinstance(staged, StagedScorer) and not isinstance(RecordingScorer(), StagedScorer)
+    results = list(score_utterances(utterances, staged, batch_size=2, window=7, lexicon=LEXICON))
+    assert [r.utterance_id for r in results] == [u.id for u in utterances]
+    # four batches (4.0 3.0 | 2.5 2.0 | 1.5 1.0 | 0.5): every run but the last saw the next
+    # batch's encode begin while it was running
+    assert staged.overlapped == [True, True, True]
+    errors = {r.utterance_id: r.reason for r in results if isinstance(r, ErrorRecord)}
+    assert errors == {"u4": "input.too_long"}  # the 4 s clip, refused by encode, in place
+    plain = list(score_utterances(utterances, RecordingScorer(), batch_size=2, lexicon=LEXICON))
+    assert [r.model_dump() for r in results if isinstance(r, Assessment)] == [
+        r.model_dump() for r in plain if r.utterance_id != "u4"
+    ]
+
+
+def test_a_failing_stage_falls_back_to_isolating_the_batch(utterances: list[Utterance]) -> None:
+    staged = StagedRecordingScorer(batches=4, explode=["u3"])
+    results = list(score_utterances(utterances, staged, batch_size=2, window=7, lexicon=LEXICON))
+    assert [r.utterance_id for r in results] == [u.id for u in utterances]
+    failed = [(r.utterance_id, r.reason) for r in results if isinstance(r, ErrorRecord)]
+    assert sorted(failed) == [("u3", "model.failed"), ("u4", "input.too_long")]

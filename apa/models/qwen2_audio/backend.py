@@ -6,28 +6,28 @@ Chat format (Qwen2-Audio-7B-Instruct's template)::
     <|im_start|>user\\nAudio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\\n{instruction}<|im_end|>\\n
     <|im_start|>assistant\\n{answer}<|im_end|>
 
-The processor pads every clip's Whisper features to 3000 frames (30 s) and expands
-``<|AUDIO|>`` to one token per 40 ms of real audio, so a longer clip would be cut and is
-refused. transformers' encoder accepts exactly 3000 frames (it adds its whole positional
-table), which makes a 2 s clip cost as much as a 30 s one. :func:`encode_audio` runs the
-same encoder on the frames the batch needs only: the features are cut a few frames past
-the longest clip (so the convolutions at its end see the same neighbours as in the padded
-path), the positional table is sliced to match, and each clip's padding is masked from
-attention as transformers masks it. The audio tokens' embeddings agree with the padded
-path to float rounding (``tests/lmm/test_qwen2_audio_trim.py``).
+``<|AUDIO|>`` stands for one token per 40 ms of real audio; the Whisper features reach at
+most 30 s, so a longer clip would be cut and is refused. The processor pads every clip's
+features to 3000 frames (30 s), and transformers' encoder accepts exactly 3000 frames (it
+adds its whole positional table), which makes a 2 s clip cost as much as a 30 s one. Here
+the features are computed for the batch's longest clip and a few frames past it only
+(:mod:`.features`, on the model's device), and :func:`encode_audio` runs the same encoder
+on those frames: the positional table is sliced to match, and each clip's padding is
+masked from attention as transformers masks it. The audio tokens' embeddings agree with the
+padded path to float rounding (``tests/models/test_qwen2_audio_trim.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from apa.models.inputs import Batch, chat_prompt, stack_padded
+import apa.models.qwen2_audio.features as mel
+from apa.models.inputs import Batch, chat_prompt
 
-_MARGIN_FRAMES = 4
-"""Frames kept past the longest clip: the last audio token reads frames up to two past a
-clip's end through the two convolutions (kernel 3, strides 1 and 2)."""
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,16 @@ class Qwen2AudioBackend:
     def prompt(self, processor: Any, instruction: str) -> str:
         return chat_prompt(processor, instruction)
 
-    def collate_audio(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """Every clip's features padded to 30 s with their frame mask, as the processor gives
-        them one clip at a time: stacked."""
-        return {key: stack_padded([item[key] for item in items]) for key in items[0]}
+    def audio_tokens(self, processor: Any, samples: int) -> int:
+        return mel.audio_tokens(processor.feature_extractor, samples)
+
+    def audio_features(
+        self, processor: Any, clips: Sequence[np.ndarray], device: Any
+    ) -> dict[str, Any]:
+        """Whisper features of the real frames and a margin (:func:`.features.log_mel`),
+        with their frame mask, under the processor's key names."""
+        features, frames = mel.log_mel(processor.feature_extractor, clips, device)
+        return {"input_features": features, "feature_attention_mask": frames}
 
     def first_pass_inputs(self, text_model: Any, batch: Batch) -> dict[str, Any]:
         """``inputs_embeds``: token embeddings with the encoded audio (:func:`encode_audio`,
@@ -82,7 +88,7 @@ def encode_audio(encoder: Any, features: Any, frames: Any) -> Any:
 
     total = features.shape[-1]
     longest = int(frames.sum(-1).max())
-    width = min(total, -(-(longest + _MARGIN_FRAMES) // 4) * 4)
+    width = min(total, -(-(longest + mel.MARGIN_FRAMES) // 4) * 4)
     features = features[..., :width].to(dtype=encoder.conv1.weight.dtype)
     lengths, _ = encoder._get_feat_extract_output_lengths(frames.sum(-1))
     hidden = nn.functional.gelu(encoder.conv1(features))

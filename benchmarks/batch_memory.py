@@ -1,0 +1,126 @@
+"""The batch job's memory as the corpus grows, and how soon scoring starts on a big manifest.
+
+    .venv/bin/python benchmarks/batch_memory.py [--sizes 10000 500000] [--start-rows 1000000]
+    .venv/bin/python benchmarks/batch_memory.py --sizes 2000 20000 --start-rows 100000  # minutes
+
+For each size N a JSONL manifest of N rows is written (streamed, never held): distinct ids
+over a few real clips of the Speechocean762 sample, referred to by path (no audio is
+copied), plus one row in every 1,000 that is bad (no text) and one duplicated id, so the
+error paths run at scale too. The job runs as a user runs it (``python -m
+ray_jobs.batch_score``, its own local Ray on all CPUs) with ``builtin:passthrough``, a
+scorer that scores nothing (:mod:`apa.scoring.passthrough`): every other stage (reading
+the manifest, fetching and decoding audio, canonical phones, writing the committed part
+sets, the driver's bookkeeping) is real, and the model's cost, which does not depend on the
+corpus size, stays out of a run that would otherwise take days at 500k rows on two cores.
+
+Prints per size: rows per second, the peak resident memory (RSS, sampled every 0.2 s) of the
+driver, of the largest Ray worker and of all workers together (RSS and private memory).
+Flat peaks from the smallest to the largest size mean nothing grows with the corpus.
+Then, on a manifest of ``--start-rows`` rows, the seconds from launching the job to its
+first committed part set (scored rows on disk; Ray's start included), after which the job
+is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from batch_overhead import SAMPLE, PeakRss, mib  # noqa: E402
+
+from apa.data.inputs import read_utterances  # noqa: E402
+
+
+def make_manifest(n: int, directory: Path, clips: int = 8) -> str:
+    """``n`` rows over the sample's first ``clips`` test clips, written line by line."""
+    base = read_utterances(str(SAMPLE / "test")).utterances[:clips]
+    uri = directory / f"manifest-{n}.jsonl"
+    with open(uri, "w") as f:
+        for i in range(n):
+            u = base[i % len(base)]
+            row = {"id": f"u{i:08d}", "audio": u.audio, "text": u.text}
+            if i % 1000 == 999:
+                row["text"] = ""  # input.missing_field
+            if i == n - 1:
+                row["id"] = "u00000000"  # duplicates the first row: input.duplicate_id
+            f.write(json.dumps(row) + "\n")
+    return str(uri)
+
+
+def job(manifest: str, out: Path, args: argparse.Namespace) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ray_jobs.batch_score", "--input", manifest, "--output",
+           str(out), "--model", "builtin:passthrough", "--rows-per-read-block",
+           str(args.rows_per_read_block), "--rows-per-part", str(args.rows_per_part)]  # fmt: skip
+    env = {**os.environ, "APA_LOG_LEVEL": "WARNING", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    log = open(out.with_suffix(".log"), "w")  # noqa: SIM115 - the job's, closed at its end
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def memory(n: int, work: Path, args: argparse.Namespace) -> None:
+    manifest = make_manifest(n, work)
+    out = work / f"out-{n}"
+    started = time.perf_counter()
+    proc = job(manifest, out, args)
+    with PeakRss(driver=proc.pid) as peak:
+        if proc.wait() != 0:
+            raise SystemExit(f"the job failed; see {out.with_suffix('.log')}")
+    seconds = time.perf_counter() - started
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"] == n - 1, summary  # the duplicate: two rows, one input
+    print(f"| {n:,} | {summary['scored']:,} | {summary['errors']:,} | {n / seconds:.0f} | "
+          f"{mib(peak.driver)} | {mib(max(peak.workers.values(), default=0))} | "
+          f"{mib(peak.workers_total)} | {mib(peak.workers_private)} |", flush=True)  # fmt: skip
+
+
+def start_latency(n: int, work: Path, args: argparse.Namespace) -> None:
+    manifest = make_manifest(n, work)
+    out = work / f"start-{n}"
+    started = time.perf_counter()
+    proc = job(manifest, out, args)
+    commits = out / "_commits"
+    while not (commits.is_dir() and any(commits.iterdir())):
+        if proc.poll() is not None:
+            raise SystemExit(f"the job ended first; see {out.with_suffix('.log')}")
+        time.sleep(0.1)
+    seconds = time.perf_counter() - started
+    proc.terminate()  # the job's local Ray (raylet, workers) follows its driver
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    print(f"{n:,}-row manifest ({os.path.getsize(manifest) / 2**20:.0f} MiB): first part set "
+          f"committed {seconds:.1f} s after launch (Ray's start included)", flush=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[10_000, 500_000], help="comma-separated row counts")  # fmt: skip
+    parser.add_argument("--start-rows", type=int, default=1_000_000)
+    parser.add_argument("--rows-per-part", type=int, default=256)
+    parser.add_argument("--rows-per-read-block", type=int, default=16)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="apa-batch-memory-"))
+    print(f"device: {platform.machine()}, {psutil.cpu_count()} CPUs, "
+          f"{mib(psutil.virtual_memory().total)} RAM; builtin:passthrough; in {work}")  # fmt: skip
+    print("| rows | scored | errors | rows/s | driver peak RSS | largest worker | all workers "
+          "(RSS) | all workers (private) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for n in args.sizes:
+        memory(n, work, args)
+    if args.start_rows:
+        start_latency(args.start_rows, work, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""The LMM scoring engine stage by stage: host milliseconds per utterance and utterances per
+second, on the sample's test utterances, measured side by side in one run.
+
+Default (CPU, CI-sized): the built-in tiny models. For each family and decoding setup it
+prints, per batch size, the milliseconds per utterance of each stage of
+:class:`apa.engine.scorer.LmmScorer` (``encode`` and ``decode`` on the host, ``run`` on the
+device), the host work the engine did before its stages (the processor run per clip:
+tokenization and Whisper features padded to 30 s) for comparison, and utt/s through
+:func:`apa.scoring.pipeline.score_prepared` (the host stages overlapped with the device's)::
+
+    .venv/bin/python benchmarks/engine.py
+    .venv/bin/python benchmarks/engine.py --utterances 100 --batch-sizes 1,16,64
+
+``--full`` (meant for a GPU): the full-size Qwen2-Audio-7B and Phi-4-multimodal
+architectures with random bf16 weights, built on the device (the tiny models' processors
+and tokenizers; their ids fit the big vocabularies), scoring the 100 test utterances:
+one-pass with the brief and the rubric prompt at several batch sizes, constrained generate,
+and plain transformers ``generate`` of the whole answer as the baseline. It prints utt/s,
+the language model's matmul TFLOP/s (2 x its linear layers' parameters x tokens) and their
+fraction of the bf16 matmul peak measured in the same run (an 8192^3 matmul). On the GPU
+machine, without Ray, from a checkout (see ``../shared/tools/device-wheels.sh``)::
+
+    PYTHONPATH=/tmp/site:$PWD python3 benchmarks/engine.py --full --sample ../shared/...
+
+Without a GPU, ``--full`` runs reduced: one layer per stack, a few utterances, small
+batches, short generations; the figures then only show that the path runs. Results:
+``benchmarks/RESULTS.md``, "Engine".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from apa.data.speechocean762 import prepare_speechocean762  # noqa: E402
+from apa.engine.scorer import Encoded, LmmScorer, load_lmm_scorer  # noqa: E402
+from apa.lmm.vocab import add_answer_tokens  # noqa: E402
+from apa.models.builtin import ensure_builtin  # noqa: E402
+from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO, by_tiny_name  # noqa: E402
+from apa.models.inputs import SAMPLE_RATE  # noqa: E402
+from apa.models.loading import LoadedModel  # noqa: E402
+from apa.prepare import prepare  # noqa: E402
+from apa.scorer import PreparedUtterance  # noqa: E402
+from apa.scoring.pipeline import length_batches, score_prepared  # noqa: E402
+
+DEFAULT_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared/speechocean762-sample"
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads"
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def stage_times(scorer: LmmScorer, items: list[PreparedUtterance], batch_size: int) -> dict:
+    """Milliseconds per utterance of each stage, run one after another (no overlap), and of
+    the processor's own per-clip work (the host work before the engine had stages)."""
+    device = scorer.loaded.device
+    times = {"encode": 0.0, "run": 0.0, "decode": 0.0, "processor (before)": 0.0}
+    tokens = 0
+    for batch in length_batches(items, batch_size):
+        chunk = [items[i] for i in batch]
+        started = time.perf_counter()
+        encoded = [e for e in scorer.encode(chunk) if isinstance(e, Encoded)]
+        times["encode"] += time.perf_counter() - started
+        tokens += sum(len(e.ids) for e in encoded)
+        started = time.perf_counter()
+        reads = scorer.run(encoded)
+        sync(device)
+        times["run"] += time.perf_counter() - started
+        started = time.perf_counter()
+        scorer.decode(encoded, reads)
+        times["decode"] += time.perf_counter() - started
+        started = time.perf_counter()
+        for e in encoded:
+            scorer.processor(
+                text=[e.job.prompt],
+                audio=[e.samples],
+                sampling_rate=SAMPLE_RATE,
+                return_tensors="pt",
+            )
+        times["processor (before)"] += time.perf_counter() - started
+    out = {k: round(v / len(items) * 1000, 3) for k, v in times.items()}
+    out["tokens/utt"] = round(tokens / len(items), 1)
+    return out
+
+
+def throughput(scorer: LmmScorer, items: list[PreparedUtterance], batch_size: int) -> float:
+    """utt/s through score_prepared (stages overlapped), after one warm-up batch."""
+    score_prepared(scorer, items[:batch_size], batch_size)
+    sync(scorer.loaded.device)
+    started = time.perf_counter()
+    results = score_prepared(scorer, items, batch_size)
+    sync(scorer.loaded.device)
+    assert len(results) == len(items)
+    return len(items) / (time.perf_counter() - started)
+
+
+def load_items(sample: Path, n: int) -> list[PreparedUtterance]:
+    corpus = prepare_speechocean762(sample, ["test"])
+    return [prepare(u) for u in corpus.utterances[:n]]
+
+
+def tiny(args: argparse.Namespace, items: list[PreparedUtterance]) -> list[dict]:
+    rows = []
+    setups = [("one-pass", "brief"), ("one-pass", "rubric"), ("generate", "brief")]
+    for name in (TINY_QWEN2_AUDIO, TINY_PHI4MM):
+        for mode, prompt in setups:
+            scorer = load_lmm_scorer(name, mode=mode, prompt=prompt, device="cpu")
+            for batch_size in args.batch_sizes:
+                row = {"model": name, "mode": mode, "prompt": prompt, "batch": batch_size}
+                row |= stage_times(scorer, items, batch_size)
+                row["utt/s"] = round(throughput(scorer, items, batch_size), 2)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+# -- full size -----------------------------------------------------------------------------
+
+
+def full_qwen2_audio(tokenizer: Any, layers: int | None) -> Any:
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = Qwen2AudioConfig(
+        audio_config={
+            "d_model": 1280,
+            "encoder_layers": layers or 32,
+            "encoder_attention_heads": 20,
+            "encoder_ffn_dim": 5120,
+            "num_mel_bins": 128,
+            "max_source_positions": 1500,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": 156032,
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": layers or 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "max_position_embeddings": 8192,
+            "tie_word_embeddings": False,
+            "bos_token_id": endoftext,
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            "pad_token_id": endoftext,
+        },
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+    return Qwen2AudioForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+
+
+def full_phi4mm(tokenizer: Any, layers: int | None) -> Any:
+    from transformers import Phi4MultimodalConfig, Phi4MultimodalForCausalLM
+
+    config = Phi4MultimodalConfig()
+    config.audio_config.audio_token_id = tokenizer.audio_token_id
+    config.vision_config.image_token_id = tokenizer.image_token_id
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config.bos_token_id = config.pad_token_id = endoftext
+    if layers:
+        config.num_hidden_layers = layers
+        config.audio_config.num_blocks = layers
+        config.vision_config.num_hidden_layers = layers
+    return Phi4MultimodalForCausalLM._from_config(config, dtype=torch.bfloat16)
+
+
+def lm_linear_params(scorer: LmmScorer) -> int:
+    """Parameters of the language model's decoder layers' linear maps (what every token
+    goes through; the output head runs at the slots only)."""
+    text_model = scorer._text_model
+    decoder = getattr(text_model, "language_model", None) or text_model.layers
+    return sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))
+
+
+def matmul_peak(device: str, n: int) -> float:
+    """TFLOP/s of an n^3 bf16 matmul on ``device`` (median of 5)."""
+    a = torch.randn((n, n), dtype=torch.bfloat16, device=device)
+    b = torch.randn((n, n), dtype=torch.bfloat16, device=device)
+    a @ b
+    sync(device)
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        a @ b
+        sync(device)
+        runs.append(time.perf_counter() - started)
+    return 2 * n**3 / statistics.median(runs) / 1e12
+
+
+def plain_generate(scorer: LmmScorer, items: list[PreparedUtterance], batch: int, new: int):
+    """utt/s of transformers' ``generate`` writing ``new`` tokens per utterance from the
+    processor's batched inputs: the loop a user writes first."""
+    processor, model = scorer.processor, scorer.loaded.model
+    started = time.perf_counter()
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        jobs = [scorer.job(item) for item in chunk]
+        inputs = processor(
+            text=[job.prompt for job in jobs],
+            audio=[item.audio.samples for item in chunk],
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            padding=True,
+        ).to(scorer.loaded.device)
+        model.generate(**inputs, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+    sync(scorer.loaded.device)
+    return len(items) / (time.perf_counter() - started)
+
+
+def full(args: argparse.Namespace, items: list[PreparedUtterance], device: str) -> list[dict]:
+    reduced = args.reduced or not device.startswith("cuda")
+    layers = 1 if reduced else None
+    peak = matmul_peak(device, 1024 if reduced else 8192)
+    print(f"bf16 matmul peak measured: {peak:.1f} TFLOP/s", flush=True)
+    rows = []
+    builders = {TINY_QWEN2_AUDIO: full_qwen2_audio, TINY_PHI4MM: full_phi4mm}
+    sizes = args.batch_sizes
+    for name, build in builders.items():
+        family = by_tiny_name(name)
+        processor = family.load_processor(str(ensure_builtin(name)))
+        with torch.device(device):
+            model = build(processor.tokenizer, layers).eval()
+        add_answer_tokens(processor.tokenizer, model)
+        loaded = LoadedModel(
+            model=model, processor=processor, family=family.name,
+            name=f"full-size {family.name}, random bf16" + (", 1 layer" if reduced else ""),
+            path="", is_random=True, adapter=None, adapter_merged=False, device=device,
+            dtype="bfloat16",
+        )  # fmt: skip
+        runs = [("one-pass", "brief", b) for b in sizes] + [("one-pass", "rubric", sizes[-1])]
+        runs += [("generate", "brief", args.generate_batch)]
+        for mode, prompt, batch_size in runs:
+            scorer = LmmScorer(loaded, mode=mode, prompt=prompt)
+            params = lm_linear_params(scorer)
+            times = stage_times(scorer, items[: max(batch_size, 8)], batch_size)
+            rate = throughput(scorer, items, batch_size)
+            flops = 2 * params * times["tokens/utt"] * rate / 1e12
+            row = {
+                "model": loaded.name, "mode": mode, "prompt": prompt, "batch": batch_size,
+                "utt/s": round(rate, 2), "LM TFLOP/s": round(flops, 1),
+                "of peak": round(flops / peak, 3), **times,
+            }  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if name == TINY_QWEN2_AUDIO:
+            scorer = LmmScorer(loaded, mode="one-pass", prompt="rubric")
+            new = 16 if reduced else len(scorer.job(items[0]).reference.answer)
+            for batch_size in (1, args.generate_batch):
+                rate = plain_generate(scorer, items[: 2 if reduced else 16], batch_size, new)
+                row = {
+                    "model": loaded.name, "mode": f"plain generate, {new} tokens",
+                    "prompt": "rubric", "batch": batch_size, "utt/s": round(rate, 3),
+                }  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        del model, loaded, scorer
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE)
+    parser.add_argument("--utterances", type=int, default=None, help="default: 24 (tiny), 100")
+    parser.add_argument("--batch-sizes", default=None, help="default: 1,8,32 (tiny), 1,16,64")
+    parser.add_argument("--generate-batch", type=int, default=16)
+    parser.add_argument("--full", action="store_true", help="full-size architectures")
+    parser.add_argument("--reduced", action="store_true", help="--full with one layer per stack")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reduced = args.full and (args.reduced or device == "cpu")
+    default_n = 4 if reduced else (100 if args.full else 24)
+    default_sizes = "1,4" if reduced else ("1,16,64" if args.full else "1,8,32")
+    args.batch_sizes = [int(b) for b in (args.batch_sizes or default_sizes).split(",")]
+    if reduced:
+        args.generate_batch = min(args.generate_batch, 4)
+    items = load_items(args.sample, args.utterances or default_n)
+    seconds = sum(item.audio.duration_s for item in items)
+    where = device if args.full else "cpu"
+    print(
+        f"engine benchmark: {len(items)} utterances ({seconds:.0f} s of audio), device "
+        f"{device_name(where)}, torch {torch.__version__}"
+        + (" (REDUCED: one layer per stack; not a throughput figure)" if reduced else ""),
+        flush=True,
+    )
+    rows = full(args, items, device) if args.full else tiny(args, items)
+    if args.json:
+        args.json.write_text(json.dumps({"device": device_name(where), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
