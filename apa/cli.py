@@ -246,6 +246,12 @@ def synth(
         int | None, typer.Option(min=1, help="Only sentences of exactly this many phones.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
+    rules: Annotated[
+        int,
+        typer.Option(
+            min=3, max=4, help="Labelling rules: 3, or 4 (near pairs, reduced vowels, deletions)."
+        ),
+    ] = 3,
 ) -> None:
     """Write a synthetic Speechocean762-format corpus with rule-based labels
     (docs/synthetic-corpus.md)."""
@@ -262,6 +268,7 @@ def synth(
             max_words=max_words,
             phones=phones,
             seed=seed,
+            rules=rules,
         )
         write_synthetic_corpus(out, config)
     except (EspeakError, ValueError) as e:

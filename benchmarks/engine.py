@@ -22,8 +22,9 @@ machine, without Ray, from a checkout (see ``../shared/tools/device-wheels.sh``)
 
     PYTHONPATH=/tmp/site:$PWD python3 benchmarks/engine.py --full --sample ../shared/...
 
-Without a GPU, ``--full`` runs reduced: one layer per stack, a few utterances, small
-batches, short generations; the figures then only show that the path runs. Results:
+Without a GPU, ``--full`` runs reduced: one layer per stack, in float32 (bf16 matmuls are
+slow on CPUs without bf16 units), two utterances, batches of 1 and 2, short generations; the
+figures then only show that the path runs. Results:
 ``benchmarks/RESULTS.md``, "Engine".
 """
 
@@ -134,7 +135,7 @@ def tiny(args: argparse.Namespace, items: list[PreparedUtterance]) -> list[dict]
 # -- full size -----------------------------------------------------------------------------
 
 
-def full_qwen2_audio(tokenizer: Any, layers: int | None) -> Any:
+def full_qwen2_audio(tokenizer: Any, layers: int | None, dtype: torch.dtype) -> Any:
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
@@ -163,10 +164,10 @@ def full_qwen2_audio(tokenizer: Any, layers: int | None) -> Any:
         },
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
-    return Qwen2AudioForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+    return Qwen2AudioForConditionalGeneration._from_config(config, dtype=dtype)
 
 
-def full_phi4mm(tokenizer: Any, layers: int | None) -> Any:
+def full_phi4mm(tokenizer: Any, layers: int | None, dtype: torch.dtype) -> Any:
     from transformers import Phi4MultimodalConfig, Phi4MultimodalForCausalLM
 
     config = Phi4MultimodalConfig()
@@ -178,7 +179,7 @@ def full_phi4mm(tokenizer: Any, layers: int | None) -> Any:
         config.num_hidden_layers = layers
         config.audio_config.num_blocks = layers
         config.vision_config.num_hidden_layers = layers
-    return Phi4MultimodalForCausalLM._from_config(config, dtype=torch.bfloat16)
+    return Phi4MultimodalForCausalLM._from_config(config, dtype=dtype)
 
 
 def lm_linear_params(scorer: LmmScorer) -> int:
@@ -189,10 +190,10 @@ def lm_linear_params(scorer: LmmScorer) -> int:
     return sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))
 
 
-def matmul_peak(device: str, n: int) -> float:
-    """TFLOP/s of an n^3 bf16 matmul on ``device`` (median of 5)."""
-    a = torch.randn((n, n), dtype=torch.bfloat16, device=device)
-    b = torch.randn((n, n), dtype=torch.bfloat16, device=device)
+def matmul_peak(device: str, n: int, dtype: torch.dtype) -> float:
+    """TFLOP/s of an n^3 matmul in ``dtype`` on ``device`` (median of 5)."""
+    a = torch.randn((n, n), dtype=dtype, device=device)
+    b = torch.randn((n, n), dtype=dtype, device=device)
     a @ b
     sync(device)
     runs = []
@@ -208,6 +209,7 @@ def plain_generate(scorer: LmmScorer, items: list[PreparedUtterance], batch: int
     """utt/s of transformers' ``generate`` writing ``new`` tokens per utterance from the
     processor's batched inputs: the loop a user writes first."""
     processor, model = scorer.processor, scorer.loaded.model
+    processor.tokenizer.padding_side = "left"  # a decoder-only batch generates from the left
     started = time.perf_counter()
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
@@ -227,8 +229,10 @@ def plain_generate(scorer: LmmScorer, items: list[PreparedUtterance], batch: int
 def full(args: argparse.Namespace, items: list[PreparedUtterance], device: str) -> list[dict]:
     reduced = args.reduced or not device.startswith("cuda")
     layers = 1 if reduced else None
-    peak = matmul_peak(device, 1024 if reduced else 8192)
-    print(f"bf16 matmul peak measured: {peak:.1f} TFLOP/s", flush=True)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype_name = str(dtype).removeprefix("torch.")
+    peak = matmul_peak(device, 2048 if reduced else 8192, dtype)
+    print(f"{dtype_name} matmul peak measured: {peak:.3g} TFLOP/s", flush=True)
     rows = []
     builders = {TINY_QWEN2_AUDIO: full_qwen2_audio, TINY_PHI4MM: full_phi4mm}
     sizes = args.batch_sizes
@@ -236,26 +240,27 @@ def full(args: argparse.Namespace, items: list[PreparedUtterance], device: str) 
         family = by_tiny_name(name)
         processor = family.load_processor(str(ensure_builtin(name)))
         with torch.device(device):
-            model = build(processor.tokenizer, layers).eval()
+            model = build(processor.tokenizer, layers, dtype).eval()
         add_answer_tokens(processor.tokenizer, model)
         loaded = LoadedModel(
             model=model, processor=processor, family=family.name,
-            name=f"full-size {family.name}, random bf16" + (", 1 layer" if reduced else ""),
+            name=f"full-size {family.name}, random {dtype_name}"
+            + (", 1 layer" if reduced else ""),
             path="", is_random=True, adapter=None, adapter_merged=False, device=device,
-            dtype="bfloat16",
+            dtype=dtype_name,
         )  # fmt: skip
         runs = [("one-pass", "brief", b) for b in sizes] + [("one-pass", "rubric", sizes[-1])]
         runs += [("generate", "brief", args.generate_batch)]
         for mode, prompt, batch_size in runs:
             scorer = LmmScorer(loaded, mode=mode, prompt=prompt)
             params = lm_linear_params(scorer)
-            times = stage_times(scorer, items[: max(batch_size, 8)], batch_size)
+            times = stage_times(scorer, items[: max(batch_size, 2 if reduced else 8)], batch_size)
             rate = throughput(scorer, items, batch_size)
             flops = 2 * params * times["tokens/utt"] * rate / 1e12
             row = {
                 "model": loaded.name, "mode": mode, "prompt": prompt, "batch": batch_size,
-                "utt/s": round(rate, 2), "LM TFLOP/s": round(flops, 1),
-                "of peak": round(flops / peak, 3), **times,
+                "utt/s": float(f"{rate:.3g}"), "LM TFLOP/s": float(f"{flops:.3g}"),
+                "of peak": float(f"{flops / peak:.3g}"), **times,
             }  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -263,7 +268,7 @@ def full(args: argparse.Namespace, items: list[PreparedUtterance], device: str) 
             scorer = LmmScorer(loaded, mode="one-pass", prompt="rubric")
             new = 16 if reduced else len(scorer.job(items[0]).reference.answer)
             for batch_size in (1, args.generate_batch):
-                rate = plain_generate(scorer, items[: 2 if reduced else 16], batch_size, new)
+                rate = plain_generate(scorer, items[: 2 if reduced else 32], batch_size, new)
                 row = {
                     "model": loaded.name, "mode": f"plain generate, {new} tokens",
                     "prompt": "rubric", "batch": batch_size, "utt/s": round(rate, 3),
@@ -290,18 +295,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     reduced = args.full and (args.reduced or device == "cpu")
-    default_n = 4 if reduced else (100 if args.full else 24)
-    default_sizes = "1,4" if reduced else ("1,16,64" if args.full else "1,8,32")
+    default_n = 2 if reduced else (100 if args.full else 24)
+    default_sizes = "1,2" if reduced else ("1,16,64" if args.full else "1,8,32")
     args.batch_sizes = [int(b) for b in (args.batch_sizes or default_sizes).split(",")]
     if reduced:
-        args.generate_batch = min(args.generate_batch, 4)
+        args.generate_batch = min(args.generate_batch, 2)
     items = load_items(args.sample, args.utterances or default_n)
     seconds = sum(item.audio.duration_s for item in items)
     where = device if args.full else "cpu"
     print(
         f"engine benchmark: {len(items)} utterances ({seconds:.0f} s of audio), device "
         f"{device_name(where)}, torch {torch.__version__}"
-        + (" (REDUCED: one layer per stack; not a throughput figure)" if reduced else ""),
+        + (" (REDUCED: one layer per stack, float32; not a throughput figure)" if reduced else ""),
         flush=True,
     )
     rows = full(args, items, device) if args.full else tiny(args, items)

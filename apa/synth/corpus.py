@@ -38,6 +38,23 @@ Substituted phones -> ``phone`` accuracy, ``word`` accuracy/total, sentence ``ac
 ``total`` (sentence)
     ``(accuracy + fluency) / 2``.
 
+Rules version 4 (``rules=4``; version 3 stays the default, and its corpora are unchanged)
+makes the phone errors harder, where real learners are hard: each of the ``k`` positions
+drawn as above gets one kind of error, drawn uniformly among those that apply there:
+
+- ``obvious``: as in version 3 (``OY``/``ZH``), accuracy 0;
+- ``near``: a near pair, ``D``<->``T``, ``Z``<->``S``, ``IY``<->``IH`` (stress kept), which
+  no listener can spot without knowing the reference, accuracy 0 (``substitution``);
+- ``reduced``: a full vowel (any but ``AH``) said as the schwa ``AH0``, the right vowel
+  weakly said, accuracy 1 (``substitution``, ``pronounced`` ``AH``);
+- ``deleted``: a word's last phone, a consonant, left out (words of two phones or more),
+  accuracy 0 with no pronounced phone, as upstream marks a missed phone (``scores.json``
+  has no deletions; ``synth.json`` and :attr:`SynthUtterance.errors` name the kind).
+
+A word's ``accuracy`` and ``total`` are then ``10 * (sum of its phones' accuracy) / (2 *
+phones)``, the sentence ``accuracy`` the same over all phones: in version 3 (accuracies 0
+and 2) that is the intact share, as before.
+
 Equal lengths: every clip is padded with silence to the corpus's longest clip (plus
 0.2 s), split between the start and the end at random. Otherwise the clip length alone
 (the number of audio tokens) would give fluency away: an untrained, random model already
@@ -74,8 +91,9 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -92,7 +110,13 @@ from apa.text import strip_stress
 log = get_logger("apa.synth.corpus")
 
 RULES_VERSION = 3
-"""Bump when a labelling rule changes."""
+"""The default rules' version; bump when a labelling rule changes."""
+RULES_VERSIONS = (3, 4)
+"""The versions :class:`SynthConfig` can write (4: harder phone errors)."""
+NEAR_PAIRS = {"D": "T", "T": "D", "Z": "S", "S": "Z", "IY": "IH", "IH": "IY"}
+"""Rules version 4's near pairs (both ways)."""
+REDUCED_VOWEL = "AH0"
+ErrorKind = Literal["obvious", "near", "reduced", "deleted"]
 RATE_WPM = (110, 260)
 MAX_FILLERS = 3
 FILLER = "'@:m"
@@ -148,6 +172,11 @@ class SynthConfig(BaseModel):
     voice: str = Field("en-us", description="espeak-ng voice.")
     workers: int = Field(2, ge=1, description="espeak-ng processes at once.")
     pad: bool = Field(True, description="Pad every clip with silence to the longest one.")
+    rules: Literal[3, 4] = Field(
+        RULES_VERSION,
+        description="Labelling rules' version: 3, or 4 (harder phone errors: near pairs, "
+        "vowel reduction, deleted final consonants).",
+    )
 
     @model_validator(mode="after")
     def _words(self) -> SynthConfig:
@@ -166,11 +195,13 @@ class SynthUtterance:
     phones: tuple[tuple[str, ...], ...]
     """Canonical phones (CMUdict, stress digits kept)."""
     said: tuple[tuple[str, ...], ...]
-    """The phones spoken: the canonical ones with the substitutions."""
+    """The phones spoken: the canonical ones with the errors (a deleted phone left out)."""
     rate_wpm: int
     fillers: tuple[int, ...]
     """Word indices after which a filled pause is said, ascending."""
     assessment: Assessment
+    errors: Mapping[tuple[int, int], ErrorKind] = field(default_factory=dict)
+    """The phone errors by (word, phone) position."""
 
 
 def fluency(rate_wpm: float, fillers: int) -> float:
@@ -273,37 +304,72 @@ def _substitute(phone: str) -> str:
     return CONSONANT_SUBSTITUTE
 
 
+def error_kinds(phones: Sequence[Sequence[str]], w: int, p: int) -> list[ErrorKind]:
+    """The kinds of error rules version 4 may put at phone ``p`` of word ``w``."""
+    phone = phones[w][p]
+    base = strip_stress(phone)
+    kinds: list[ErrorKind] = ["obvious"]
+    if base in NEAR_PAIRS:
+        kinds.append("near")
+    if base in VOWELS and base != "AH":
+        kinds.append("reduced")
+    if base not in VOWELS and p == len(phones[w]) - 1 and len(phones[w]) > 1:
+        kinds.append("deleted")
+    return kinds
+
+
+def said_as(phone: str, kind: ErrorKind) -> str | None:
+    """What is said for ``phone`` with an error of ``kind`` (``None``: nothing)."""
+    base = strip_stress(phone)
+    if kind == "obvious":
+        return _substitute(phone)
+    if kind == "near":
+        return NEAR_PAIRS[base] + phone[len(base) :]
+    if kind == "reduced":
+        return REDUCED_VOWEL
+    return None
+
+
+_ACCURACY: dict[ErrorKind, float] = {"obvious": 0.0, "near": 0.0, "reduced": 1.0, "deleted": 0.0}
+
+
 def label(
     uid: str,
     words: Sequence[str],
     phones: Sequence[Sequence[str]],
-    substituted: set[tuple[int, int]],
+    errors: Mapping[tuple[int, int], ErrorKind],
     rate_wpm: int,
     fillers: int,
 ) -> Assessment:
-    """The assessment the rules (module docstring) give an utterance."""
+    """The assessment the rules (module docstring) give an utterance whose phone errors are
+    ``errors`` ((word, phone) -> kind)."""
     word_records = []
-    intact_total = 0
+    points = 0.0
     for w, (word, word_phones) in enumerate(zip(words, phones, strict=True)):
         records = []
         for p, phone in enumerate(word_phones):
-            if (w, p) in substituted:
-                said = strip_stress(_substitute(phone))
+            kind = errors.get((w, p))
+            if kind is None:
+                records.append(PhoneAssessment(phone=phone, accuracy=2.0))
+            elif kind == "deleted":  # upstream's missed phone: 0, nothing pronounced
+                records.append(PhoneAssessment(phone=phone, accuracy=0.0))
+            else:
                 records.append(
                     PhoneAssessment(
-                        phone=phone, accuracy=0.0, error="substitution", pronounced=said
+                        phone=phone,
+                        accuracy=_ACCURACY[kind],
+                        error="substitution",
+                        pronounced=strip_stress(said_as(phone, kind) or ""),
                     )
                 )
-            else:
-                records.append(PhoneAssessment(phone=phone, accuracy=2.0))
-        intact = sum(r.error is None for r in records)
-        intact_total += intact
-        score = round(10.0 * intact / len(records), 6)
+        word_points = sum(r.accuracy or 0.0 for r in records)
+        points += word_points
+        score = round(10.0 * word_points / (2 * len(records)), 6)
         word_records.append(
             WordAssessment(text=word, accuracy=score, stress=None, total=score, phones=records)
         )
     n_phones = sum(len(p) for p in phones)
-    accuracy = round(10.0 * intact_total / n_phones, 6)
+    accuracy = round(10.0 * points / (2 * n_phones), 6)
     flu = fluency(rate_wpm, fillers)
     return Assessment(
         utterance_id=uid,
@@ -334,17 +400,27 @@ def draw_corpus(config: SynthConfig, lexicon: Lexicon | None = None) -> list[Syn
         for take in range(config.takes):
             uid = f"{SPEAKER}{s:04d}{take:02d}"
             k = rng.randint(0, min(len(spots), round(MAX_SUBSTITUTED * n_phones)))
-            substituted = set(rng.sample(spots, k))
+            positions = rng.sample(spots, k)
+            errors: dict[tuple[int, int], ErrorKind] = {
+                (w, p): rng.choice(error_kinds(phones, w, p)) if config.rules >= 4 else "obvious"
+                for w, p in positions
+            }
             rate = rng.randint(*RATE_WPM)
             n_fillers = rng.randint(0, min(MAX_FILLERS, len(sentence) - 1))
             fillers = tuple(sorted(rng.sample(range(len(sentence) - 1), n_fillers)))
             said = tuple(
-                tuple(_substitute(ph) if (w, p) in substituted else ph for p, ph in enumerate(word))
+                tuple(
+                    said
+                    for p, ph in enumerate(word)
+                    if (said := said_as(ph, errors[w, p]) if (w, p) in errors else ph)
+                )
                 for w, word in enumerate(phones)
             )
-            assessment = label(uid, sentence, phones, substituted, rate, len(fillers))
+            assessment = label(uid, sentence, phones, errors, rate, len(fillers))
             out.append(
-                SynthUtterance(uid, split, sentence, phones, said, rate, fillers, assessment)
+                SynthUtterance(
+                    uid, split, sentence, phones, said, rate, fillers, assessment, errors
+                )
             )
     return out
 
@@ -413,16 +489,13 @@ def write_synthetic_corpus(out: str | Path, config: SynthConfig | None = None) -
             "split": u.split,
             "rate_wpm": u.rate_wpm,
             "fillers": list(u.fillers),
-            "substituted": sum(
-                a != b
-                for w, s in zip(u.phones, u.said, strict=True)
-                for a, b in zip(w, s, strict=True)
-            ),
+            "substituted": sum(kind != "deleted" for kind in u.errors.values()),
+            "errors": {kind: sum(k == kind for k in u.errors.values()) for kind in _ACCURACY},
             "speech_s": round(d, 4),
         }
         for u, d in zip(utterances, durations, strict=True)
     ]
-    meta = {"config": config.model_dump(), "rules_version": RULES_VERSION, "utterances": draws}
+    meta = {"config": config.model_dump(), "rules_version": config.rules, "utterances": draws}
     (root / "synth.json").write_text(json.dumps(meta, indent=1) + "\n")
     log.info(
         "synthetic_corpus_written",

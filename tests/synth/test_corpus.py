@@ -146,3 +146,60 @@ def test_fluency_fit_recovers_the_rule_and_a_model_deaf_to_the_fillers(corpus: P
     assert fit["rate"] == pytest.approx(1)
     with pytest.raises(ValueError, match="0 of the predictions"):
         fit_fluency_terms(corpus, {"elsewhere": 1.0})
+
+
+V4 = CONFIG.model_copy(update={"rules": 4, "train_sentences": 12, "takes": 4})
+
+
+def test_rules_version_4_labels_follow_its_harder_errors() -> None:
+    """Near pairs, reduced vowels and deleted final consonants, each labelled by its rule;
+    the spoken phones are the canonical ones with the errors (a deletion leaves it out)."""
+    kinds_seen: set[str] = set()
+    for utt in draw_corpus(V4):
+        points = 0.0
+        for w, (word, canonical, said) in enumerate(
+            zip(utt.assessment.words, utt.phones, utt.said, strict=True)
+        ):
+            expected_said = []
+            for p, (phone, c) in enumerate(zip(word.phones, canonical, strict=True)):
+                kind = utt.errors.get((w, p))
+                kinds_seen.add(kind or "intact")
+                base = c.rstrip("012")
+                if kind is None:
+                    assert (phone.accuracy, phone.error) == (2.0, None)
+                    expected_said.append(c)
+                elif kind == "deleted":
+                    assert (phone.accuracy, phone.error, phone.pronounced) == (0.0, None, None)
+                    assert p == len(canonical) - 1 and len(canonical) > 1
+                elif kind == "near":
+                    assert (phone.accuracy, phone.error) == (0.0, "substitution")
+                    pair = {"D": "T", "T": "D", "Z": "S", "S": "Z", "IY": "IH", "IH": "IY"}
+                    assert phone.pronounced == pair[base]
+                    expected_said.append(pair[base] + c[len(base) :])
+                elif kind == "reduced":
+                    assert (phone.accuracy, phone.pronounced) == (1.0, "AH") and base != "AH"
+                    expected_said.append("AH0")
+                else:
+                    assert phone.accuracy == 0.0
+                    assert phone.pronounced in (VOWEL_SUBSTITUTE, CONSONANT_SUBSTITUTE)
+                    expected_said.append(phone.pronounced + c[len(base) :])
+                points += phone.accuracy
+            assert list(said) == expected_said
+            assert word.accuracy == pytest.approx(
+                10 * sum(ph.accuracy for ph in word.phones) / (2 * len(canonical))
+            )
+        n = sum(len(p) for p in utt.phones)
+        assert utt.assessment.sentence.accuracy == pytest.approx(10 * points / (2 * n))
+    assert kinds_seen == {"intact", "obvious", "near", "reduced", "deleted"}
+
+
+def test_a_version_4_corpus_is_written_and_reads_back(tmp_path: Path) -> None:
+    small = V4.model_copy(update={"train_sentences": 2, "test_sentences": 1, "takes": 2})
+    out = write_synthetic_corpus(tmp_path, small)
+    meta = json.loads((out / "synth.json").read_text())
+    assert meta["rules_version"] == 4 and meta["config"]["rules"] == 4
+    data = prepare_speechocean762(out)
+    assert not data.all_errors and len(data.utterances) == 6
+    drawn = {u.id: u for u in draw_corpus(small)}
+    for utt in data.utterances:
+        assert utt.human.sentence == drawn[utt.id].assessment.sentence
