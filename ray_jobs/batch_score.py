@@ -8,8 +8,9 @@ Run it in place (a local Ray is started when there is no cluster) or on a cluste
 
 The pipeline is the core's stage functions (:mod:`apa.batch.rows`) wired into Ray Data::
 
-    input rows            a manifest: one reader task (apa.batch.inputs) streams it into
-                          a SQLite index on its disk and yields the rows not yet committed;
+    input rows            a manifest (apa.batch.inputs): one task indexes it on its disk
+                          and writes the rows not yet committed as shards; one task per
+                          shard turns them into input rows, in parallel;
                           a corpus directory or --texts input: the driver's read_utterances
       -> fetch               CPU tasks: audio bytes from a path or s3://
       -> decode_and_prepare  CPU tasks: decode, resample to 16 kHz, canonical phones
@@ -32,7 +33,9 @@ scorer, ``APA_*`` in the environment).
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
 import time
 import uuid
@@ -46,7 +49,14 @@ from pydantic import ValidationError
 from apa import failpoints, storage
 from apa.batch import rows as stages
 from apa.batch.commits import Commit, Repairs, done_ids, missing_ids, recover
-from apa.batch.inputs import REPORTS_DIR, InputReport, read_report
+from apa.batch.inputs import (
+    INPUTS_DIR,
+    InputReport,
+    input_runs,
+    new_key,
+    pass_report,
+    remove_shards,
+)
 from apa.batch.settings import BatchSettings
 from apa.batch.summary import BatchSummary, summarise_commits
 from apa.cli_options import given, setting_flags
@@ -58,6 +68,9 @@ from apa.scoring.summary import SUMMARY_FILE, write_summary
 from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
+
+BLOCK_BYTES = 4 * 2**20
+"""the job's Ray Data blocks (decoded audio, mostly): about 20 clips of a few seconds"""
 
 
 class ScorerActor:
@@ -84,44 +97,82 @@ class ScorerActor:
             return stages.score(batch, self.scorer, batch_size=self.batch_size)
 
 
-def manifest_dataset(
-    settings: BatchSettings, report_uri: str, *, limit: int | None, cutoff: int | None
+def start_index(
+    settings: BatchSettings, shards_uri: str, key: bytes, *, limit: int | None, cutoff: int | None
 ):
-    """The input rows of a manifest still to do, read on a worker block by block
-    (:func:`apa.batch.inputs.manifest_blocks`: one task streams the file into a SQLite
-    index on its local disk, then yields the rows); its report goes to ``report_uri``.
+    """Start indexing the manifest in one task on a worker (:func:`apa.batch.inputs.
+    index_manifest`: the rows still to do become shards under ``shards_uri``); returns the
+    reference to its :class:`~apa.batch.inputs.InputReport`. ``ray.get`` of it raises what
+    refused the manifest (missing, unreadable, damaged) as that error.
 
-    The reader asks for no CPU: it is one task, and a ``num_cpus`` unlike the fetch tasks'
-    (``cpus_per_task`` > 0) keeps Ray Data from fusing it into them; fused, its single task
-    would fetch and decode the whole input serially."""
-    import ray.data
+    The task asks for no CPU: it reads while the pipeline starts (the scorer actors load
+    their model meanwhile), and must not wait for a CPU the pipeline's tasks hold."""
+    import ray
 
-    from apa.batch.inputs import manifest_blocks
-
-    def read(batch, **kwargs):
-        yield from manifest_blocks(**kwargs)
+    from apa.batch.inputs import index_manifest
 
     env = {"env_vars": forwarded_env()} if settings.forward_env else None
-    kwargs = {
-        "uri": settings.input_uri,
-        "out": settings.output_uri,
-        "report_uri": report_uri,
-        "rows_per_block": settings.rows_per_read_block,
-        "limit": limit,
-        "cutoff": cutoff,
-    }
-    dataset = ray.data.from_items([{"manifest": settings.input_uri}]).map_batches(
-        read,
+    task = ray.remote(index_manifest).options(num_cpus=0, max_retries=1, runtime_env=env)
+    return task.remote(
+        settings.input_uri,
+        settings.output_uri,
+        shards_uri=shards_uri,
+        key=key,
+        min_rows_per_shard=settings.rows_per_read_block,
+        limit=limit,
+        cutoff=cutoff,
+    )
+
+
+def manifest_dataset(settings: BatchSettings, shards_uri: str, key: bytes, index):
+    """The input rows of a manifest still to do, from the shards that the index task
+    (``index``, :func:`start_index`) writes: :func:`lanes` tasks, each of which waits for
+    the index and then expands its share of the shards (:func:`apa.batch.inputs.
+    expand_lane`), one at a time. The driver holds one item per lane, whatever the input.
+
+    The lanes ask for ``cpus_per_task`` like the fetch and decode tasks, so Ray Data fuses
+    the three: a lane expands a shard, fetches and decodes it ``rows_per_read_block`` rows
+    at a time (:func:`build_dataset`), then takes its next shard, as fast as the scorers
+    take the rows. Their workers start, like the scorer actors, while the index reads.
+    (A shard per block, re-cut into small blocks by Ray Data's ``repartition`` before the
+    fetch, was tried: that stage asks for a whole CPU per task and ran ahead of the fetch
+    unchecked, its tiny blocks never tripping the object store's backpressure; on 2 CPUs
+    it starved the fetch and decode tasks, ~256 rows scored in 8 minutes.)"""
+    import ray
+    import ray.data
+
+    from apa.batch.inputs import expand_lane
+
+    n = lanes(settings)
+
+    def expand(batch, *, index, **kwargs):
+        report = ray.get(index)
+        for lane in batch["lane"].to_pylist():
+            yield from expand_lane(shards_uri, lane, n, report, **kwargs)
+
+    env = {"env_vars": forwarded_env()} if settings.forward_env else None
+    kwargs = {"index": index, "key": key, "base": storage.parent(settings.input_uri)}
+    return ray.data.from_items(
+        [{"lane": lane} for lane in range(n)], override_num_blocks=n
+    ).map_batches(
+        expand,
         fn_kwargs=kwargs,
         batch_size=1,
         batch_format="pyarrow",
-        num_cpus=0,
+        num_cpus=settings.cpus_per_task,
         runtime_env=env,
     )
-    # Ray Data gathers a task's output into blocks of up to 128 MiB: tiny input rows would
-    # leave the reader as one block (the whole input, fetched by one task, after the whole
-    # read). Cut as it streams into blocks of rows_per_read_block rows instead.
-    return dataset.repartition(target_num_rows_per_block=settings.rows_per_read_block)
+
+
+def lanes(settings: BatchSettings) -> int:
+    """Tasks that read a manifest's shards: enough for every CPU of the cluster (as it is
+    when the pass starts) to run one, and at least :data:`apa.batch.inputs.SHARDS_WANTED`."""
+    import ray
+
+    from apa.batch.inputs import SHARDS_WANTED
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    return max(SHARDS_WANTED, math.ceil(cpus / settings.cpus_per_task))
 
 
 def build_dataset(source, settings: BatchSettings):
@@ -133,6 +184,10 @@ def build_dataset(source, settings: BatchSettings):
     apart from the scorer actors (which ask for ``cpus_per_actor`` and ``num_gpus``) and run
     beside them, instead of inside them while the model (and its GPU) waits.
 
+    A fetch and decode task works on ``rows_per_read_block`` rows at a time and passes its
+    rows on in blocks of about :data:`BLOCK_BYTES` (Ray Data's default, 128 MiB, would hold
+    back a shard's first ~800 decoded clips until they were all decoded, in one worker).
+
     Decoding runs far ahead of scoring; without a cap Ray Data lets decoded audio pile up to
     its share of the object store (30 % of RAM), so memory grew with the input (measured:
     2.3 GiB of worker RSS at 1k rows, 6.2 GiB at 10k). ``object_store_mib`` caps the
@@ -143,14 +198,16 @@ def build_dataset(source, settings: BatchSettings):
     common = {"batch_format": "pyarrow", "runtime_env": env}
     task = {**common, "num_cpus": settings.cpus_per_task}
     text_limit = {"max_text_chars": settings.scoring.max_text_chars}
+    rows = settings.rows_per_read_block
     # the dataset's own copy of the DataContext: other datasets of the process keep theirs
     limits = source.context.execution_options.resource_limits
     source.context.execution_options.resource_limits = limits.copy(
         object_store_memory=settings.object_store_mib * 2**20
     )
+    source.context.target_max_block_size = BLOCK_BYTES
     return (
-        source.map_batches(stages.fetch, batch_size=None, fn_kwargs=text_limit, **task)
-        .map_batches(stages.decode_and_prepare, batch_size=None, fn_kwargs=text_limit, **task)
+        source.map_batches(stages.fetch, batch_size=rows, fn_kwargs=text_limit, **task)
+        .map_batches(stages.decode_and_prepare, batch_size=rows, fn_kwargs=text_limit, **task)
         .map_batches(
             ScorerActor,
             fn_constructor_kwargs={"scoring": settings.scoring},
@@ -217,62 +274,87 @@ def _is_local_dir(uri: str) -> bool:
 def run_manifest_passes(settings: BatchSettings, repairs: Repairs) -> tuple[int, int, int, Tally]:
     """The passes over a manifest: nothing per input in the driver's memory.
 
-    Each pass reads the manifest on a worker (:func:`manifest_dataset`), which skips the
-    ids committed in the output and reports its counts. A pass is complete when the
-    commits it counted hold as many ids as it sent and the recover after it repaired
-    nothing; otherwise the next pass, with the first pass's ``cutoff`` in place of
+    Each pass indexes the manifest on a worker, which skips the ids committed in the output
+    and writes the rest as shards under ``_inputs/<run>/pass-<n>`` in the output; the
+    pipeline reads them (:func:`manifest_dataset`), and the shards are deleted after the pass
+    (the whole ``_inputs/<run>`` when the run ends, however it ends). A pass is complete
+    when the commits it counted hold as many ids as it sent and the recover after it
+    repaired nothing; otherwise the next pass, with the first pass's ``cutoff`` in place of
     ``--limit``, sends exactly the rows still not committed. After ``max_passes`` a
     reader-only pass counts them. Returns (rows sent, inputs in the manifest, passes,
     tally)."""
     out = settings.output_uri
     recover(out, repairs)
-    run = uuid.uuid4().hex[:12]
-    tally, first, passes = Tally(), None, 0
-    while True:
-        passes += 1
-        report_uri = storage.resolve(storage.resolve(out, REPORTS_DIR), f"{run}-{passes}.json")
-        inputs = manifest_dataset(
-            settings,
-            report_uri,
-            limit=settings.limit if first is None else None,
-            cutoff=None if first is None else first.cutoff,
+    inputs_uri = storage.resolve(out, INPUTS_DIR)
+    if others := input_runs(inputs_uri):
+        log.warning(
+            "input_shards_of_other_runs",
+            output=out,
+            runs=others[:5],
+            note="of a run still going, or of one killed outright: delete them once no "
+            "other run writes into this output (this run never reads them)",
         )
-        this = _consume(build_dataset(inputs, settings), None, settings.progress_interval_s)
-        report = _take_report(report_uri)
-        if first is None:
-            first = report
-            log.info("inputs_read", source=settings.input_uri, output=out, **report.model_dump())
-        elif report.sent:
-            log.warning("pass_again", attempt=passes, missing=report.sent, output=out)
-        tally.merge(this)
-        repaired = (repairs.removed, repairs.trimmed)
-        recover(out, repairs)
-        if this.processed == report.sent and repaired == (repairs.removed, repairs.trimmed):
-            break
-        if passes == settings.max_passes:
-            _fail_if_missing(settings, first, run)
-            break
+    run_uri = storage.resolve(inputs_uri, uuid.uuid4().hex[:12])
+    key = new_key()
+    tally, first, passes = Tally(), None, 0
+    try:
+        while True:
+            passes += 1
+            shards_uri = storage.resolve(run_uri, f"pass-{passes}")
+            limit = settings.limit if first is None else None
+            cutoff = None if first is None else first.cutoff
+            index = start_index(settings, shards_uri, key, limit=limit, cutoff=cutoff)
+            inputs = manifest_dataset(settings, shards_uri, key, index)
+            try:
+                this = _consume(build_dataset(inputs, settings), None, settings.progress_interval_s)
+            except Exception:
+                _index_report(index)  # the manifest's own error, when the index refused it
+                raise
+            report = pass_report(shards_uri, _index_report(index))
+            remove_shards(shards_uri)
+            if first is None:
+                first = report
+                log.info(
+                    "inputs_read", source=settings.input_uri, output=out, **report.model_dump()
+                )
+            elif report.sent:
+                log.warning("pass_again", attempt=passes, missing=report.sent, output=out)
+            tally.merge(this)
+            repaired = (repairs.removed, repairs.trimmed)
+            recover(out, repairs)
+            if this.processed == report.sent and repaired == (repairs.removed, repairs.trimmed):
+                break
+            if passes == settings.max_passes:
+                _fail_if_missing(settings, first, storage.resolve(run_uri, "check"), key)
+                break
+    finally:
+        remove_shards(run_uri)
     return first.sent, first.inputs, passes, tally
 
 
-def _take_report(report_uri: str) -> InputReport:
-    report = read_report(report_uri)
-    fs, path = storage.filesystem(report_uri)
-    fs.delete_file(path)
-    return report
+def _index_report(index) -> InputReport:
+    """The index task's report; raises what refused the manifest as that error
+    (``FileNotFoundError``, ``OSError``, ``ValueError``), not as Ray's wrapper of it."""
+    import ray
+
+    try:
+        return ray.get(index)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, FileNotFoundError | OSError | ValueError):
+            raise e.cause from None
+        raise
 
 
-def _fail_if_missing(settings: BatchSettings, first: InputReport, run: str) -> None:
+def _fail_if_missing(settings: BatchSettings, first: InputReport, shards_uri: str, key: bytes):
     """Count the rows of the first pass still not committed with a reader-only pass;
     ``RuntimeError`` naming a few when there are any."""
-    report_uri = storage.resolve(
-        storage.resolve(settings.output_uri, REPORTS_DIR), f"{run}-check.json"
-    )
-    inputs = manifest_dataset(settings, report_uri, limit=None, cutoff=first.cutoff)
+    index = start_index(settings, shards_uri, key, limit=None, cutoff=first.cutoff)
     examples: list[str] = []
-    for batch in inputs.iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in manifest_dataset(settings, shards_uri, key, index).iter_batches(
+        batch_format="pyarrow", batch_size=None
+    ):
         examples += batch.column("id").to_pylist()[: 5 - len(examples)]
-    missing = _take_report(report_uri).sent
+    missing = pass_report(shards_uri, _index_report(index)).sent
     if missing:
         raise RuntimeError(
             f"{missing} of {first.sent} inputs still not committed after "
@@ -370,6 +452,10 @@ def _consume(dataset, total: int | None, interval_s: float) -> Tally:
     return tally
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 app = typer.Typer(
     name="batch_score",
     help="Score a corpus on Ray: Parquet utterances/words/phones/errors tables + summary.json.",
@@ -398,6 +484,9 @@ def main(*, flags: dict[str, Any]) -> None:
 
     if not ray.is_initialized():
         ray.init(address=settings.address, log_to_driver=True)
+    # `ray job stop` (and a benchmark's terminate) send SIGTERM: leave through Python, so
+    # that the run's clean-up (its input shards in the output) runs
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = run_batch(settings)
     except (FileNotFoundError, OSError, ValueError) as e:

@@ -1,12 +1,12 @@
-"""The batch job's manifest reader without Ray (:mod:`apa.batch.inputs`): block by block it
-yields exactly the input rows the whole-file read gives (bad rows, duplicates, synthetic
-ids), minus the ids committed in the output, and ``limit``/``cutoff`` make a later pass send
-only what an earlier one left uncommitted."""
+"""The batch job's manifest reader without Ray (:mod:`apa.batch.inputs`): indexed and written
+as shards, then shard by shard, it yields exactly the input rows the whole-file read gives
+(bad rows, duplicates, synthetic ids), minus the ids committed in the output, and
+``limit``/``cutoff`` make a later pass send only what an earlier one left uncommitted."""
 
 from __future__ import annotations
 
 import gzip
-import json
+import pickle
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,7 +15,17 @@ import pytest
 
 from apa.batch import rows as stages
 from apa.batch.commits import commit_part_set
-from apa.batch.inputs import InputIndex, manifest_blocks, read_report
+from apa.batch.inputs import (
+    InputIndex,
+    InputReport,
+    expand_lane,
+    expand_shard,
+    index_manifest,
+    input_runs,
+    new_key,
+    pass_report,
+    remove_shards,
+)
 from apa.data.manifest import DamagedManifestError, read_manifest, read_rows, stream_rows
 from apa.schema import ErrorRecord
 
@@ -40,12 +50,25 @@ def manifest(tmp_path: Path) -> str:
     return str(path)
 
 
-def _blocks(manifest: str, out: Path, **kwargs) -> tuple[list[dict], dict]:
-    report = str(out / "_inputs" / "r.json")
-    kwargs.setdefault("rows_per_block", 2)
-    blocks = list(manifest_blocks(manifest, str(out), report_uri=report, **kwargs))
+def _blocks(manifest: str, out: Path, **kwargs) -> tuple[list[dict], InputReport]:
+    """Index, then expand every shard in order: the rows one pass sends, and its report."""
+    shards_uri, key = str(out / "_inputs" / "run" / "pass-1"), new_key()
+    kwargs.setdefault("rows_per_shard", 2)
+    index = index_manifest(manifest, str(out), shards_uri=shards_uri, key=key, **kwargs)
+    base = str(Path(manifest).parent)
+    blocks = [
+        expand_shard(shards_uri, shard, key=key, base=base, cutoff=index.cutoff)
+        for shard in range(index.shards)
+    ]
     assert all(b.schema == stages.INPUT_SCHEMA and b.num_rows <= 2 for b in blocks)
-    return pa.concat_tables(blocks).to_pylist() if blocks else [], read_report(report)
+    report = pass_report(shards_uri, index)
+    remove_shards(shards_uri)
+    assert not (out / "_inputs" / "run" / "pass-1").exists()
+    rows = pa.concat_tables(blocks).to_pylist() if blocks else []
+    # what the expanders counted is what they sent
+    assert report.sent == len(rows)
+    assert report.sent_utterances == sum(r["utterance"] is not None for r in rows)
+    return rows, report
 
 
 def _whole_file_rows(manifest: str) -> list[dict]:
@@ -106,13 +129,73 @@ def test_limit_then_cutoff_resend_only_the_first_pass_rows(manifest: str, tmp_pa
     assert rest == [r for r in rows if r["id"] != "a"]
 
 
+@pytest.mark.parametrize("limit", [2, 3, 4])
+def test_a_limit_reached_in_a_later_shard_holds_in_every_shard(
+    manifest: str, tmp_path: Path, limit: int
+) -> None:
+    """The index finds the row where the limit is reached (shard by shard, two rows each);
+    every expander, before or after that shard, keeps the errors and drops the utterances
+    past it: the first ``limit`` utterances of the whole-file read and all its errors."""
+    rows, report = _blocks(manifest, tmp_path / "out", limit=limit)
+    whole = _whole_file_rows(manifest)
+    utterances = [r for r in whole if r["utterance"]]
+    expected = [r for r in whole if r["error"]] + utterances[:limit]
+    assert _by_id(rows) == _by_id(expected)
+    assert report.sent_utterances == min(limit, len(utterances))
+    assert report.cutoff == (None if limit > len(utterances) else {2: 3, 3: 9}[limit])
+
+
+def test_lanes_take_every_shard_once(manifest: str, tmp_path: Path) -> None:
+    """A fixed number of lanes (tasks) share any number of shards between them."""
+    out = tmp_path / "out"
+    shards_uri, key = str(out / "_inputs" / "run" / "pass-1"), new_key()
+    index = index_manifest(manifest, str(out), shards_uri=shards_uri, key=key, rows_per_shard=1)
+    assert index.shards == 9 and input_runs(str(out / "_inputs")) == ["run"]
+    lanes = [
+        pa.concat_tables(expand_lane(shards_uri, lane, 4, index, key=key, base=str(tmp_path)))
+        for lane in range(4)
+    ]
+    rows = [r for table in lanes for r in table.to_pylist()]
+    assert _by_id(rows) == _by_id(_whole_file_rows(manifest))
+    # lanes take shards 0,4,8 / 1,5 / 2,6 / 3,7; shard 6, the duplicate's later row, sends
+    # nothing (its first row reports it)
+    assert [t.num_rows for t in lanes] == [3, 2, 1, 2]
+    assert pass_report(shards_uri, index).sent == len(rows) == 8
+    remove_shards(str(out / "_inputs" / "run"))
+    assert input_runs(str(out / "_inputs")) == []
+    remove_shards(str(out / "_inputs" / "run"))  # gone already: nothing to do
+
+
+def test_a_shard_the_pass_did_not_write_is_never_unpickled(manifest: str, tmp_path: Path) -> None:
+    """Shards carry an HMAC under the pass's key: another run's (a stale one's) key, a shard
+    changed on disk, or a shard moved to another name fails before anything is unpickled."""
+    out = tmp_path / "out"
+    shards_uri, key = str(out / "_inputs" / "run" / "pass-1"), new_key()
+    index = index_manifest(manifest, str(out), shards_uri=shards_uri, key=key, rows_per_shard=5)
+    assert index.shards == 2
+    expand = {"base": str(tmp_path), "cutoff": None}
+    with pytest.raises(ValueError, match="not a shard of this pass"):
+        expand_shard(shards_uri, 0, key=new_key(), **expand)
+    first = Path(shards_uri) / "shard-000000.pickle"
+    second = Path(shards_uri) / "shard-000001.pickle"
+    data = first.read_bytes()
+    first.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(ValueError, match="not a shard of this pass"):
+        expand_shard(shards_uri, 0, key=key, **expand)
+    first.write_bytes(second.read_bytes())  # a whole, valid shard under another name
+    with pytest.raises(ValueError, match="not a shard of this pass"):
+        expand_shard(shards_uri, 0, key=key, **expand)
+    assert expand_shard(shards_uri, 1, key=key, **expand).num_rows == 3
+
+
 def test_a_truncated_gzip_manifest_yields_nothing(tmp_path: Path) -> None:
     data = gzip.compress(("\n".join(LINES) + "\n").encode() * 50)
     path = tmp_path / "m.jsonl.gz"
     path.write_bytes(data[: len(data) // 2])
+    shards = tmp_path / "out" / "_inputs" / "run"
     with pytest.raises(DamagedManifestError, match="truncated"):
-        next(manifest_blocks(str(path), str(tmp_path / "out"), report_uri=str(tmp_path / "r"),
-                             rows_per_block=1))  # fmt: skip
+        index_manifest(str(path), str(tmp_path / "out"), shards_uri=str(shards), key=new_key())
+    assert not shards.exists()  # not one shard written
 
 
 @pytest.mark.parametrize("ending", [".jsonl", ".jsonl.gz", ".parquet"])
@@ -140,4 +223,4 @@ def test_the_index_finds_duplicates_and_done_ids_on_disk(tmp_path: Path) -> None
     assert all(int(key[1:]) % 2 == 1 and dup == [] for _, key, _, dup in pending)
     index.close()
     assert (tmp_path / "index.sqlite").stat().st_size > 0
-    assert json.loads(json.dumps(pending[0][2])) == {"id": "u1"}
+    assert pickle.loads(pending[0][2]) == {"id": "u1"}

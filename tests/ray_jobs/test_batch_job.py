@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from collections import Counter
@@ -10,6 +11,7 @@ import pytest
 
 from apa.batch.commits import read_commits
 from apa.data.inputs import read_utterances
+from apa.data.manifest import DamagedManifestError
 from apa.scoring.run import run_scoring
 from apa.scoring.settings import ScoringSettings
 from apa.synth.demo import BAD_ROWS
@@ -76,14 +78,33 @@ def test_the_driver_never_reads_the_manifest_and_every_row_is_accounted_for(
     monkeypatch.setattr("ray_jobs.batch_score.read_utterances", refuse)
     monkeypatch.setattr("apa.data.manifest.read_rows", refuse)
     out = str(tmp_path / "out")
-    summary = run_batch(job_settings(str(manifest), out, rows_per_part=3))
+    # one row per read block: one row per shard, ten shards over the lanes
+    summary = run_batch(job_settings(str(manifest), out, rows_per_part=3, rows_per_read_block=1))
 
     assert Counter(_ids(out, "utterances") + _ids(out, "errors")) == expected
+    assert not list((tmp_path / "out" / "_inputs").iterdir())  # the run's shards are gone
     errors = {e["utterance_id"]: e["reason"] for e in read_table(f"{out}/errors").to_pylist()}
     assert errors[first["id"]] == "input.duplicate_id"
     assert (errors["<row 9>"], errors["<row 10>"]) == ("input.malformed_row", "input.missing_field")
     assert summary.inputs == summary.scored + summary.errors == sum(expected.values()) == 10
     assert (summary.processed, summary.passes) == (10, 1)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_manifest_that_cannot_be_read_whole_stops_the_job_as_its_own_error(
+    ray_local, demo_manifest, tmp_path, damage
+):
+    """The index task refuses it on a worker; the driver raises what it raised (``apa``'s
+    exit 2), not Ray's wrapper, having scored nothing and left no shards."""
+    manifest = tmp_path / "m.jsonl.gz"
+    if damage == "truncated":
+        data = gzip.compress(demo_manifest.read_bytes() * 20)
+        manifest.write_bytes(data[: len(data) // 2])
+    error = FileNotFoundError if damage == "missing" else DamagedManifestError
+    with pytest.raises(error):
+        run_batch(job_settings(str(manifest), str(tmp_path / "out")))
+    assert not list((tmp_path / "out").glob("_commits/*"))
+    assert not list((tmp_path / "out").glob("_inputs/*"))
 
 
 def test_resume_after_a_stopped_run_ends_as_an_uninterrupted_run(
@@ -107,12 +128,18 @@ def test_resume_after_a_stopped_run_ends_as_an_uninterrupted_run(
         json.loads(lost.read_text())["errors"]
     )
     lost.unlink()
+    # and a run killed outright left its shards: never read by another run (their key check
+    # would fail), only reported
+    stale = resumed / "_inputs" / "killedrun" / "pass-1" / "shard-000000.pickle"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"\x00" * 64)
 
     second = run_batch(job_settings(str(demo_manifest), str(resumed)))
     assert len(lost_ids) == 1
     assert (second.processed, second.skipped) == (8 - 3 + 1, 3 - 1)
     assert second.inputs == 8 and second.scored == 4
     assert sorted_tables(str(resumed)) == sorted_tables(whole)
+    assert [p.name for p in (resumed / "_inputs").iterdir()] == ["killedrun"]
 
     again = run_batch(job_settings(str(demo_manifest), str(resumed)))  # idempotent
     assert again.processed == 0 and again.inputs == 8
