@@ -21,10 +21,12 @@ The pipeline is the core's stage functions (:mod:`apa.batch.rows`) wired into Ra
 
 Nothing but commits (a few ids and counts per part set) comes back to the driver, so its
 memory does not grow with the results, and for a manifest nothing per input reaches it
-either: not the rows, not their ids. Every input row leaves the writer either in
-``utterances`` or in ``errors``; the driver checks that the commits account for every row
-sent and fails the job if not. Rerunning into the same output resumes: committed ids are
-skipped, uncommitted parts of a crashed run removed (see :mod:`apa.batch.commits`).
+either: not the rows, not their ids (the output's commits are checked with their ids in a
+SQLite file on local disk, :func:`apa.batch.commits.settle`). Every input row leaves the
+writer either in ``utterances`` or in ``errors``; the driver checks that the commits account
+for every row sent and fails the job if not. Rerunning into the same output resumes:
+committed ids are skipped, uncommitted parts of a crashed run removed (see
+:mod:`apa.batch.commits`).
 
 Settings: :class:`apa.batch.settings.BatchSettings` (flags here, ``APA_BATCH_*`` and, for the
 scorer, ``APA_*`` in the environment).
@@ -48,7 +50,7 @@ from pydantic import ValidationError
 
 from apa import failpoints, storage
 from apa.batch import rows as stages
-from apa.batch.commits import Commit, Repairs, done_ids, missing_ids, recover
+from apa.batch.commits import Commit, Repairs, done_ids, missing_ids, recover, settle
 from apa.batch.inputs import (
     INPUTS_DIR,
     InputReport,
@@ -241,7 +243,7 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
     A pass streams the inputs not yet done through the pipeline; afterwards the output is
     recovered (:func:`apa.batch.commits.recover`) and any input sent but not committed
     (a write lost to a concurrent run into the same output, or trimmed as its duplicate and
-    then lost) goes through another pass. A manifest is read on a worker, block by block
+    then lost) goes through another pass. A manifest is read on workers, shard by shard
     (:func:`run_manifest_passes`); a Speechocean762 directory or a ``--texts`` sidecar
     input (small by nature) is read by the driver (:func:`run_in_memory_passes`)."""
     started = time.perf_counter()
@@ -250,9 +252,9 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
     streamed = settings.texts is None and not _is_local_dir(settings.input_uri)
     passes_run = run_manifest_passes if streamed else run_in_memory_passes
     sent, n_inputs, passes, tally = passes_run(settings, repairs)
-    commits = recover(out, repairs)
+    totals = settle(out, repairs)  # no id in memory: a few numbers per part set
     summary = summarise_commits(
-        commits,
+        totals,
         processed=sent,
         wall_seconds=time.perf_counter() - started,
         output=out,
@@ -260,7 +262,6 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
         repairs=repairs,
         passes=passes,
     )
-    del commits
     write_summary(out, summary)
     remaining = n_inputs - summary.inputs
     log.info("job_summary", **summary.model_dump(), remaining=remaining)
@@ -284,7 +285,7 @@ def run_manifest_passes(settings: BatchSettings, repairs: Repairs) -> tuple[int,
     reader-only pass counts them. Returns (rows sent, inputs in the manifest, passes,
     tally)."""
     out = settings.output_uri
-    recover(out, repairs)
+    settle(out, repairs)
     inputs_uri = storage.resolve(out, INPUTS_DIR)
     if others := input_runs(inputs_uri):
         log.warning(
@@ -321,7 +322,7 @@ def run_manifest_passes(settings: BatchSettings, repairs: Repairs) -> tuple[int,
                 log.warning("pass_again", attempt=passes, missing=report.sent, output=out)
             tally.merge(this)
             repaired = (repairs.removed, repairs.trimmed)
-            recover(out, repairs)
+            settle(out, repairs)
             if this.processed == report.sent and repaired == (repairs.removed, repairs.trimmed):
                 break
             if passes == settings.max_passes:

@@ -30,7 +30,9 @@ ids), not a random name. A task that Ray retries after it died at any step (even
 step 2) rewrites the same names with the same rows: a retry can never commit its ids twice.
 
 :func:`recover` runs at the start and at the end of every run and brings the directory to
-a consistent state whatever happened before, in this order:
+a consistent state whatever happened before, in this order (:func:`settle` does the same
+without holding any id in memory: it finds the ids committed twice in a SQLite file on local
+disk and returns totals instead of the commits):
 
 - commits named in another commit's ``supersedes`` are deleted (an interrupted trim, below);
 - a commit whose parts are gone (neither pending nor final) is deleted: its ids are not
@@ -56,10 +58,14 @@ missing, see :func:`missing_ids`) every input id is in the tables exactly once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -87,7 +93,9 @@ class Commit(BaseModel):
     """What one committed part set holds: the ids it scored, the ids it recorded as errors
     (with their reasons), the audio seconds it scored, and the rows of each table part."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # ids are read once: pydantic's cache of parsed strings would only hold (up to 16,384
+    # of) them in the reading process
+    model_config = ConfigDict(frozen=True, extra="forbid", cache_strings="keys")
 
     key: str
     scored: list[str]
@@ -210,7 +218,9 @@ def write_steps(out: str, part_set: PartSet) -> Iterator[str]:
         # belong to no commit: withdraw them. Ids no commit holds fail the task, for Ray to
         # retry it.
         _delete_parts(out, commit)
-        lost = set(commit.ids) - done_ids(read_commits(out))
+        lost = set(commit.ids)
+        for other in iter_commits(out):
+            lost.difference_update(other.ids)
         if lost:
             raise RuntimeError(
                 f"part set {commit.key} lost its commit to a concurrent recover "
@@ -275,20 +285,20 @@ def _delete(uri: str) -> bool:
         return False
 
 
-def _delete_parts(out: str, commit: Commit) -> None:
+def _delete_parts(out: str, commit: Commit | _Entry) -> None:
     for table in commit.rows:
         for prefix in (PENDING_PREFIX, PART_PREFIX):
             _delete(_part_uri(out, table, prefix, commit.key))
 
 
-def _delete_commit(out: str, commit: Commit) -> None:
+def _delete_commit(out: str, commit: Commit | _Entry) -> None:
     """Commit first, then parts: a crash in between leaves uncommitted parts, which the next
     recover removes."""
     _delete(_commit_uri(out, commit.key))
     _delete_parts(out, commit)
 
 
-def _has_parts(out: str, commit: Commit, listed: set[tuple[str, str]]) -> bool:
+def _has_parts(out: str, commit: Commit | _Entry, listed: set[tuple[str, str]]) -> bool:
     """Whether every part of ``commit`` exists, pending or final. ``listed`` (table, file
     name) was listed before the commits were read: a part it lacks may have been written
     since (a concurrent writer), so only those are looked up one by one."""
@@ -297,6 +307,120 @@ def _has_parts(out: str, commit: Commit, listed: set[tuple[str, str]]) -> bool:
         or any(storage.exists(_part_uri(out, t, prefix, commit.key)) for prefix in _PREFIXES)
         for t in commit.rows
     )
+
+
+def _read_commit(out: str, key: str) -> Commit | None:
+    """The commit ``key`` of ``out``; ``None`` when it is gone (a concurrent recover)."""
+    fs, path = storage.filesystem(_commit_uri(out, key))
+    try:
+        with fs.open_input_stream(path, compression=None) as stream:
+            return Commit.model_validate_json(stream.read())
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What a recover round keeps of one commit: no ids (those go to an :class:`_IdIndex`
+    on disk), only what is needed to repair the output and to add up the totals."""
+
+    key: str
+    rows: dict[str, int]
+    supersedes: tuple[str, ...]
+    ids: int
+    scored: int
+    reasons: dict[str, int]
+    audio_seconds: float
+    has_scorer: bool
+
+    @classmethod
+    def of(cls, commit: Commit) -> _Entry:
+        reasons: dict[str, int] = {}
+        for reason in commit.errors.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        return cls(
+            key=commit.key,
+            rows=dict(commit.rows),
+            supersedes=tuple(commit.supersedes),
+            ids=len(commit.ids),
+            scored=len(commit.scored),
+            reasons=reasons,
+            audio_seconds=commit.audio_seconds,
+            has_scorer=commit.scorer is not None,
+        )
+
+
+@dataclass
+class CommitTotals:
+    """What the commits of an output add up to (:func:`settle`): counts, no ids."""
+
+    keys: list[str] = field(default_factory=list)
+    """the commits, in key order (one short string per part set)"""
+    scored: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    """error reason -> ids recorded with it"""
+    audio_seconds: float = 0.0
+    scorer: ScorerInfo | None = None
+    """the scorer of the last commit (in key order) that has one"""
+
+    @property
+    def errors(self) -> int:
+        return sum(self.reasons.values())
+
+    @property
+    def inputs(self) -> int:
+        return self.scored + self.errors
+
+
+class _IdIndex:
+    """The ids of an output's commits in a SQLite file: a recover round finds the ids
+    committed twice there, so that the driver's memory does not grow with the output."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(str(path))
+        self.db.executescript(
+            """
+            PRAGMA journal_mode = OFF;
+            PRAGMA synchronous = OFF;
+            CREATE TABLE ids (id TEXT NOT NULL, key TEXT NOT NULL);
+            """
+        )
+
+    def add(self, key: str, ids: Iterable[str]) -> None:
+        self.db.executemany("INSERT INTO ids VALUES (?, ?)", ((i, key) for i in ids))
+
+    def drop(self, key: str) -> None:
+        self.db.execute("DELETE FROM ids WHERE key = ?", (key,))
+
+    def duplicated(self) -> Iterator[tuple[str, set[str]]]:
+        """Each commit holding ids that a commit earlier in key order holds too, with
+        those ids, in key order (each id belongs to the first commit that holds it)."""
+        self.db.executescript(
+            """
+            CREATE INDEX IF NOT EXISTS ids_id ON ids (id, key);
+            DROP TABLE IF EXISTS owners;
+            CREATE TEMP TABLE owners AS SELECT id, min(key) AS key FROM ids
+                GROUP BY id HAVING count(*) > 1;
+            """
+        )
+        rows = self.db.execute(
+            """
+            SELECT ids.key, ids.id FROM ids JOIN owners ON ids.id = owners.id
+                WHERE ids.key != owners.key ORDER BY ids.key
+            """
+        )
+        key, drop = None, set()
+        for k, i in rows:
+            if k != key and key is not None:
+                yield key, drop
+                drop = set()
+            key = k
+            drop.add(i)
+        if key is not None:
+            yield key, drop
+
+    def close(self) -> None:
+        self.db.close()
 
 
 @dataclass
@@ -313,77 +437,96 @@ def recover(out: str, repairs: Repairs | None = None) -> list[Commit]:
     """Bring ``out`` to a consistent committed state (see the module docstring) and return
     its commits, whose ids are done, each id in exactly one; what it repaired is added to
     ``repairs``. Raises :class:`RecoverError` when the directory keeps changing under it
-    for :data:`MAX_RECOVER_ROUNDS` rounds."""
+    for :data:`MAX_RECOVER_ROUNDS` rounds. The commits (hence every id) are returned in
+    memory: a caller of millions of ids wants :func:`settle`."""
+    totals = settle(out, repairs)
+    return [c for c in map(functools.partial(_read_commit, out), totals.keys) if c is not None]
+
+
+def settle(out: str, repairs: Repairs | None = None) -> CommitTotals:
+    """:func:`recover` without holding an id in memory: each round keeps a few numbers per
+    commit and finds the ids committed twice in a SQLite file on local disk (about 70 bytes
+    an id, deleted at the end of the round). Returns what the commits add up to."""
     repairs = repairs if repairs is not None else Repairs()
     for _ in range(MAX_RECOVER_ROUNDS):
-        commits, removed, trimmed = _recover_round(out)
+        totals, removed, trimmed = _recover_round(out)
         repairs.removed += removed
         repairs.trimmed += trimmed
         if not trimmed:
-            return commits
+            return totals
     raise RecoverError(f"{out}: still changing after {MAX_RECOVER_ROUNDS} recover rounds")
 
 
-def _recover_round(out: str) -> tuple[list[Commit], int, int]:
-    """One pass of :func:`recover`; returns the commits, how many files it removed and how
-    many commits it trimmed (a trim calls for another pass)."""
+def _recover_round(out: str) -> tuple[CommitTotals, int, int]:
+    """One pass of :func:`settle`; returns the totals of the live commits, how many files it
+    removed and how many commits it trimmed (a trim calls for another pass)."""
     listed = [
         (directory, fs, info)
         for directory in (*TABLES, COMMITS_DIR)
         for fs, info in _list(storage.resolve(out, directory))
     ]
     names = {(directory, info.base_name) for directory, _, info in listed}
-    commits = read_commits(out)
-    removed = 0
-    superseded = {k for c in commits for k in c.supersedes}
-    live = []
-    for c in commits:
-        if c.key in superseded:
-            _delete_commit(out, c)
-            removed += 1
-        elif not _has_parts(out, c, names):
-            log.warning("commit_without_parts", output=out, key=c.key, ids=len(c.ids))
-            _delete_commit(out, c)
-            removed += 1
-        else:
-            live.append(c)
-    for c in live:
-        for table in c.rows:
-            if (table, f"{PENDING_PREFIX}{c.key}.parquet") in names:
-                _publish_part(out, c.key, table, None)
-    keys = {c.key for c in live}
-    for directory, fs, info in listed:
-        key = _key_of(info.base_name) if directory != COMMITS_DIR else None
-        if ".partial-" in info.base_name or (key is not None and key not in keys):
-            try:
-                fs.delete_file(info.path)
-                removed += 1
-            except FileNotFoundError:
-                pass
-    trimmed = _trim_duplicates(out, live)
+    with tempfile.TemporaryDirectory(prefix="apa-recover-") as scratch:
+        index = _IdIndex(Path(scratch) / "ids.sqlite")
+        try:
+            entries: dict[str, _Entry] = {}
+            for commit in iter_commits(out):
+                entries[commit.key] = _Entry.of(commit)
+                index.add(commit.key, commit.ids)
+            removed, live = 0, []
+            superseded = {k for e in entries.values() for k in e.supersedes}
+            for key in sorted(entries):
+                entry = entries[key]
+                if key in superseded:
+                    _delete_commit(out, entry)
+                    index.drop(key)
+                    removed += 1
+                elif not _has_parts(out, entry, names):
+                    log.warning("commit_without_parts", output=out, key=key, ids=entry.ids)
+                    _delete_commit(out, entry)
+                    index.drop(key)
+                    removed += 1
+                else:
+                    live.append(entry)
+            for entry in live:
+                for table in entry.rows:
+                    if (table, f"{PENDING_PREFIX}{entry.key}.parquet") in names:
+                        _publish_part(out, entry.key, table, None)
+            keys = {e.key for e in live}
+            for directory, fs, info in listed:
+                key = _key_of(info.base_name) if directory != COMMITS_DIR else None
+                if ".partial-" in info.base_name or (key is not None and key not in keys):
+                    try:
+                        fs.delete_file(info.path)
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+            trimmed = 0
+            for key, drop in index.duplicated():
+                commit = _read_commit(out, key)
+                if commit is not None:  # else: deleted under us; the next round sees it
+                    _trim(out, commit, drop)
+                trimmed += 1
+        finally:
+            index.close()
     if live or removed or trimmed:
         log.info(
-            "output_recovered",
-            output=out,
-            commits=len(live),
-            removed=removed,
-            trimmed=trimmed,
+            "output_recovered", output=out, commits=len(live), removed=removed, trimmed=trimmed
         )
-    return live, removed, trimmed
+    return _totals(out, live), removed, trimmed
 
 
-def _trim_duplicates(out: str, commits: Sequence[Commit]) -> int:
-    """Trim every commit holding an id that an earlier commit (in key order) holds too;
-    returns how many were trimmed."""
-    owned: set[str] = set()
-    trimmed = 0
-    for c in commits:
-        duplicated = owned.intersection(c.ids)
-        owned.update(c.ids)
-        if duplicated:
-            _trim(out, c, duplicated)
-            trimmed += 1
-    return trimmed
+def _totals(out: str, live: Sequence[_Entry]) -> CommitTotals:
+    totals = CommitTotals(keys=[e.key for e in live])
+    for e in live:
+        totals.scored += e.scored
+        totals.audio_seconds += e.audio_seconds
+        for reason, n in e.reasons.items():
+            totals.reasons[reason] = totals.reasons.get(reason, 0) + n
+    last = next((e.key for e in reversed(live) if e.has_scorer), None)
+    commit = _read_commit(out, last) if last is not None else None
+    totals.scorer = commit.scorer if commit is not None else None
+    return totals
 
 
 def _read_part(out: str, table: str, key: str) -> pa.Table | None:

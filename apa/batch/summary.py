@@ -8,9 +8,8 @@ throughput are this run's own.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 
-from apa.batch.commits import Commit, Repairs
+from apa.batch.commits import CommitTotals, Repairs
 from apa.scorer import ScorerInfo
 from apa.scoring.summary import RunSummary
 
@@ -34,7 +33,7 @@ class BatchSummary(RunSummary):
 
 
 def summarise_commits(
-    commits: Sequence[Commit],
+    totals: CommitTotals,
     *,
     processed: int,
     wall_seconds: float,
@@ -43,28 +42,25 @@ def summarise_commits(
     repairs: Repairs | None = None,
     passes: int = 1,
 ) -> BatchSummary:
-    """The job's summary from all commits in the output; rates are over this run's work
-    (``processed`` inputs and ``audio_seconds_this_run`` in ``wall_seconds``)."""
-    scored = sum(len(c.scored) for c in commits)
-    reasons = Counter(r for c in commits for r in c.errors.values())
-    audio = sum(c.audio_seconds for c in commits)
-    scorer = next((c.scorer for c in reversed(commits) if c.scorer is not None), None)
-    inputs = scored + sum(reasons.values())
+    """The job's summary from what all commits in the output add up to
+    (:func:`apa.batch.commits.settle`); rates are over this run's work (``processed``
+    inputs and ``audio_seconds_this_run`` in ``wall_seconds``)."""
+    reasons = Counter(totals.reasons)
     return BatchSummary(
-        scorer=scorer,
-        inputs=inputs,
-        scored=scored,
-        errors=sum(reasons.values()),
+        scorer=totals.scorer,
+        inputs=totals.inputs,
+        scored=totals.scored,
+        errors=totals.errors,
         errors_by_reason=dict(reasons.most_common()),
-        audio_seconds=round(audio, 3),
-        audio_hours=round(audio / 3600, 4),
+        audio_seconds=round(totals.audio_seconds, 3),
+        audio_hours=round(totals.audio_seconds / 3600, 4),
         wall_seconds=round(wall_seconds, 3),
         utterances_per_second=round(processed / wall_seconds, 3) if wall_seconds > 0 else 0.0,
         realtime_factor=(
             round(wall_seconds / audio_seconds_this_run, 4) if audio_seconds_this_run > 0 else None
         ),
         processed=processed,
-        skipped=inputs - processed,
+        skipped=totals.inputs - processed,
         output=output,
         passes=passes,
         removed_uncommitted=repairs.removed if repairs else 0,

@@ -104,3 +104,48 @@ def test_a_retried_part_set_has_the_same_key_and_commits_once(tmp_path: Path) ->
 
 def test_empty_output_has_no_commits(tmp_path: Path) -> None:
     assert recover(str(tmp_path / "nothing-here")) == []
+
+
+def _peak(function, *args) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function(*args)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_settle_adds_up_the_commits_without_holding_their_ids(tmp_path: Path) -> None:
+    """:func:`settle` repairs as :func:`recover` does (here: an id committed twice is
+    trimmed) and returns totals equal to the commits': scored, reasons, audio, the last
+    scorer. Its Python memory does not grow with the ids (they go to SQLite on disk):
+    8 times the commits cost recover megabytes, settle a few bytes per commit."""
+    from collections import Counter
+
+    from apa.batch.commits import settle
+
+    def write(out: str, parts: range) -> None:
+        for part in parts:
+            ids = [f"utterance-{part:03d}-{i:04d}-" + "x" * 40 for i in range(500)]
+            commit_part_set(out, [], [_error(i) for i in ids], audio_seconds=0.0, scorer=None)
+
+    out = str(tmp_path / "out")
+    write(out, range(10))
+    settle(out)  # first calls pay for imports and caches
+    small = _peak(settle, out), _peak(recover, out)
+    write(out, range(10, 80))
+    commit_part_set(out, [_assessment("a"), _assessment("utterance-000-0000-" + "x" * 40)], [],
+                    audio_seconds=2.5, scorer=INFO)  # fmt: skip
+    totals = settle(out)
+    large = _peak(settle, out), _peak(recover, out)
+
+    commits = recover(out)
+    assert len(commits) == 81 and totals.keys == [c.key for c in commits]
+    assert totals.scored == sum(len(c.scored) for c in commits) == 1  # "a"; the other trimmed
+    assert totals.reasons == dict(Counter(r for c in commits for r in c.errors.values()))
+    assert totals.inputs == len(done_ids(commits)) == 80 * 500 + 1
+    assert totals.scorer == INFO and totals.audio_seconds == sum(c.audio_seconds for c in commits)
+    assert large[1] - small[1] > 2_000_000, (small, large)  # 35,000 more ids in recover's hands
+    assert large[0] - small[0] < 200_000, (small, large)
