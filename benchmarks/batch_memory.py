@@ -1,7 +1,8 @@
 """The batch job's memory as the corpus grows, and how soon scoring starts on a big manifest.
 
-    .venv/bin/python benchmarks/batch_memory.py [--sizes 10000 500000] [--start-rows 1000000]
-    .venv/bin/python benchmarks/batch_memory.py --sizes 2000 20000 --start-rows 100000  # minutes
+    .venv/bin/python benchmarks/batch_memory.py [--sizes 10000,500000] [--start-rows 1000000]
+    .venv/bin/python benchmarks/batch_memory.py --sizes 2000,20000 --start-rows 100000  # minutes
+    .venv/bin/python benchmarks/batch_memory.py --sizes '' --start-rows 1000000  # the start only
 
 For each size N a JSONL manifest of N rows is written (streamed, never held): distinct ids
 over a few real clips of the Speechocean762 sample, referred to by path (no audio is
@@ -104,8 +105,9 @@ def start_latency(n: int, work: Path, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[10_000, 500_000], help="comma-separated row counts")  # fmt: skip
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",") if x],
+                        default=[10_000, 500_000],
+                        help="comma-separated row counts ('': the start only)")  # fmt: skip
     parser.add_argument("--start-rows", type=int, default=1_000_000)
     parser.add_argument("--rows-per-part", type=int, default=256)
     parser.add_argument("--rows-per-read-block", type=int, default=16)
