@@ -154,6 +154,10 @@ class Assessment(_Record):
     words: list[WordAssessment] = Field(default_factory=list)
     model: str | None = None
     model_is_random: bool = False
+    scoring_path: Literal["aligned", "plain"] | None = None
+    """Which path of an alignment-informed LMM scorer scored it: ``aligned`` (the forced
+    alignment reached the model), ``plain`` (the aligner could not align the utterance, so
+    the model scored it without); ``None`` for scorers that do not use the alignment."""
 
     @model_validator(mode="after")
     def _words_follow_text(self) -> Assessment:

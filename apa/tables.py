@@ -6,12 +6,15 @@ Scoring writes four Parquet tables, one row per unit, keyed by utterance id and 
 table         columns
 ============  ==========================================================================
 utterances    utterance_id, text, accuracy, fluency, prosody, completeness, total,
-              model, model_is_random
+              model, model_is_random, scoring_path
 words         utterance_id, word_index, word, accuracy, stress, total, start, end
 phones        utterance_id, word_index, phone_index, phone, accuracy, pronounced, error,
               start, end
 errors        utterance_id, stage, reason, message, raw
 ============  ==========================================================================
+
+``scoring_path`` says which path of an alignment-informed LMM scorer scored the utterance
+(``aligned``, or ``plain`` where the aligner failed); null for other scorers.
 
 In ``phones``, ``phone`` is the canonical phone and ``pronounced`` what was said where it
 differs. A row with ``error == "insertion"`` is a phone said that the word does not have:
@@ -56,6 +59,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("utterance_id", pa.string()), ("text", pa.string())]
         + [(aspect, _score) for aspect in SENTENCE_ASPECTS]
         + [("model", pa.string()), ("model_is_random", pa.bool_())]
+        + [("scoring_path", pa.string())]
     ),
     "words": pa.schema(
         [("utterance_id", pa.string()), ("word_index", pa.int32()), ("word", pa.string())]
@@ -100,6 +104,7 @@ def assessments_to_tables(assessments: Iterable[Assessment]) -> dict[str, pa.Tab
                 **a.sentence.model_dump(),
                 "model": a.model,
                 "model_is_random": a.model_is_random,
+                "scoring_path": a.scoring_path,
             }
         )
         for wi, word in enumerate(a.words):
@@ -175,6 +180,7 @@ def tables_to_assessments(
                 words=built_words,
                 model=row.get("model"),
                 model_is_random=bool(row.get("model_is_random")),
+                scoring_path=row.get("scoring_path"),
             )
         )
     orphans = sorted(words_of) + sorted({uid for uid, _ in phones_of})

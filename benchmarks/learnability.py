@@ -70,7 +70,7 @@ def fluency_as_learned(corpus: Path, predictions: Path) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     corpus = work / (
-        f"corpus-r{RULES_VERSION}-s{args.seed}-{args.train_sentences}x{args.takes}"
+        f"corpus-r{args.rules}-s{args.seed}-{args.train_sentences}x{args.takes}"
         f"-t{args.test_sentences}-w{args.min_words}-{args.max_words}"
         f"-p{args.phones}"
     )
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> dict:
                 max_words=args.max_words,
                 phones=args.phones,
                 seed=args.seed,
+                rules=args.rules,
             ),
         )
     corpus_s = time.perf_counter() - corpus_started  # ~0 where the corpus was already written
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> dict:
         },
         "fluency_as_learned": fluency_as_learned(corpus, out / "predictions" / "adapter.jsonl"),
         "run": str(out),
+        "corpus": str(corpus),
     }
 
 
@@ -152,6 +154,9 @@ def main() -> None:
     parser.add_argument("--max-words", type=int, default=5)
     parser.add_argument(
         "--phones", type=int, default=None, help="Sentences of exactly this many phones."
+    )
+    parser.add_argument(
+        "--rules", type=int, default=RULES_VERSION, help="Synthetic corpus rules version."
     )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)

@@ -51,8 +51,10 @@ took part in (one per slot in generate mode, exactly one in one-pass mode).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -61,8 +63,16 @@ import numpy as np
 import torch
 
 from apa.errors import ApaError, AudioError, InputError
+from apa.gop.analysis import Alignment, with_timings
+from apa.gop.errors import AlignmentError
 from apa.lmm.answer import AnswerError, AnswerTemplate, Slot, SlotKind, parse_distributions
-from apa.lmm.prompt import PROMPT_STYLES, PromptStyle, instruction
+from apa.lmm.prompt import (
+    ALIGNMENT_USES,
+    PROMPT_STYLES,
+    AlignmentUse,
+    PromptStyle,
+    instruction,
+)
 from apa.lmm.vocab import SLOT, add_answer_tokens, check_single_tokens
 from apa.models.card import read_card
 from apa.models.errors import ModelLoadError
@@ -112,6 +122,17 @@ def adapter_prompt(adapter_dir: str | os.PathLike[str] | None) -> PromptStyle:
     return style
 
 
+def adapter_alignment(adapter_dir: str | os.PathLike[str] | None) -> AlignmentUse:
+    """Whether the adapter in ``adapter_dir`` was trained with the forced alignment in hand
+    (its ``training.json``'s ``alignment``, written by ``apa finetune``); ``off`` for no
+    adapter or one without the field."""
+    card = read_card(adapter_dir) if adapter_dir is not None else None
+    use = (card or {}).get("config", {}).get("alignment", "off")
+    if use not in ALIGNMENT_USES:
+        raise ValueError(f"{adapter_dir}: unknown alignment {use!r} in its training card")
+    return use
+
+
 _KINDS: tuple[SlotKind, ...] = ("score2", "score10", "pronounced")
 _KIND_TOKENS: dict[str, tuple[str, ...]] = {
     kind: AnswerTemplate((), ()).allowed_tokens(Slot(kind, "phone", "accuracy")) for kind in _KINDS
@@ -145,6 +166,10 @@ class Reference:
     """The placeholder answer's ids: the chunks joined by the slot token."""
     slot_offsets: tuple[int, ...]
     """Each slot token's index in :attr:`answer`."""
+    phone_reads: tuple[int, ...]
+    """Per canonical phone (in order), the index in :attr:`answer` of the token whose
+    output reads the phone's score slot (the one before the slot): where alignment-informed
+    scoring adds the phone's audio (:meth:`LmmScorer._add_alignment`)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +178,10 @@ class Job:
 
     item: PreparedUtterance
     reference: Reference
+    alignment: Alignment | None = None
+    """Where each word and canonical phone is in the audio, for a scorer that uses the
+    forced alignment (``alignment="spans"``) and an utterance the aligner could align;
+    ``None`` otherwise (the plain path)."""
 
     @property
     def template(self) -> AnswerTemplate:
@@ -208,6 +237,7 @@ def load_lmm_scorer(
     mode: Mode | None = None,
     scores: ScoreReading = "expected",
     prompt: PromptStyle | None = None,
+    alignment: AlignmentUse | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> LmmScorer:
     """Load model ``ref`` (see :func:`apa.models.loading.load_model`) with the answer tokens
@@ -217,7 +247,8 @@ def load_lmm_scorer(
     ``rubric`` without an adapter), and ``mode=None`` decodes the way it was trained to
     answer (:func:`adapter_mode`: ``one-pass`` for an ``apa finetune`` adapter, ``generate``
     otherwise): a one-pass adapter read slot by slot sees real scores where it learned
-    placeholders, and scores worse."""
+    placeholders, and scores worse. ``alignment=None`` uses the forced alignment where the
+    adapter was trained with it (:func:`adapter_alignment`)."""
 
     def add_tokens(model: Any, processor: Any) -> None:
         add_answer_tokens(processor.tokenizer, model)
@@ -236,9 +267,11 @@ def load_lmm_scorer(
             prompt = adapter_prompt(loaded.adapter_path)
         if mode is None:
             mode = adapter_mode(loaded.adapter_path)
+        if alignment is None:
+            alignment = adapter_alignment(loaded.adapter_path)
     except ValueError as e:  # a training.json that is not JSON or names no known style/mode
         raise ModelLoadError("adapter_failed", f"adapter {adapter!r}: {e}") from None
-    return LmmScorer(loaded, mode=mode, scores=scores, prompt=prompt)
+    return LmmScorer(loaded, mode=mode, scores=scores, prompt=prompt, alignment=alignment)
 
 
 class LmmScorer:
@@ -256,6 +289,7 @@ class LmmScorer:
         mode: Mode = "generate",
         scores: ScoreReading = "expected",
         prompt: PromptStyle = "rubric",
+        alignment: AlignmentUse = "off",
         reference_cache_size: int = REFERENCE_CACHE_SIZE,
     ) -> None:
         if prompt not in PROMPT_STYLES:
@@ -264,11 +298,26 @@ class LmmScorer:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if scores not in SCORE_READINGS:
             raise ValueError(f"scores must be one of {SCORE_READINGS}, not {scores!r}")
+        if alignment not in ALIGNMENT_USES:
+            raise ValueError(f"alignment must be one of {ALIGNMENT_USES}, not {alignment!r}")
+        if alignment != "off" and mode != "one-pass":
+            raise ValueError(
+                "alignment-informed scoring is one-pass only: a model learns to read the "
+                "alignment by fine-tuning, and apa finetune trains in the one-pass format"
+            )
         self.loaded = loaded
         self.mode: Mode = mode
         self.scores: ScoreReading = scores
         self.prompt: PromptStyle = prompt
         """The instruction's style (:func:`apa.lmm.prompt.instruction`)."""
+        self.alignment: AlignmentUse = alignment
+        """``spans``: each utterance is force-aligned (:meth:`align`) and each canonical
+        phone's audio reaches the model at the phone (:meth:`_add_alignment`)."""
+        self._aligners = threading.local()
+        self._alignments: weakref.WeakKeyDictionary[
+            PreparedUtterance, Alignment | AlignmentError
+        ] = weakref.WeakKeyDictionary()
+        self._alignments_lock = threading.Lock()
         self.backend = by_name(loaded.family).backend()
         self.processor = loaded.processor
         self.tokenizer = loaded.processor.tokenizer
@@ -331,7 +380,7 @@ class LmmScorer:
     def cost(self, item: PreparedUtterance) -> float:
         """The tokens of ``item``'s first pass (0 for an item :meth:`encode` refuses)."""
         try:
-            return len(self._encode(self.job(item)).ids)
+            return len(self._encode(self.job(item, align=False)).ids)
         except ApaError:
             return 0
 
@@ -362,8 +411,9 @@ class LmmScorer:
 
     # -- preparing -----------------------------------------------------------------------
 
-    def job(self, item: PreparedUtterance) -> Job:
-        """``item``'s template, prompt and placeholder chunks. Raises
+    def job(self, item: PreparedUtterance, *, align: bool = True) -> Job:
+        """``item``'s template, prompt and placeholder chunks, and its forced alignment
+        where the scorer uses it (:meth:`align`; not with ``align=False``). Raises
         :class:`~apa.errors.AudioError` for audio the backend cannot take whole and
         :class:`~apa.errors.InputError` for a reference the template cannot hold."""
         utterance = item.utterance
@@ -380,7 +430,40 @@ class LmmScorer:
                 reference = self.reference(utterance.text, tuple(utterance.words), phones)
         except ValueError as e:
             raise InputError("invalid_reference", f"{utterance.id}: {e}") from None
-        return Job(item, reference)
+        aligned = self.align(item) if align and self.alignment != "off" else None
+        return Job(item, reference, aligned if isinstance(aligned, Alignment) else None)
+
+    def align(self, item: PreparedUtterance) -> Alignment | AlignmentError:
+        """``item``'s forced alignment (:meth:`apa.gop.aligner.GopAligner.align`, one
+        aligner per thread), or why the aligner could not align it: then the utterance is
+        scored on the plain path. Computed once per item while the item lives (training
+        reuses its examples' items every epoch and validation)."""
+        with self._alignments_lock:
+            known = self._alignments.get(item)
+        if known is not None:
+            return known
+        aligner = getattr(self._aligners, "aligner", None)
+        if aligner is None:
+            from apa.gop.aligner import GopAligner  # pocketsphinx: only where it is used
+
+            aligner = self._aligners.aligner = GopAligner()
+        utt = item.utterance
+        try:
+            result: Alignment | AlignmentError = aligner.align(item.audio, utt.words, utt.phones)
+        except AlignmentError as e:
+            result = e
+        with self._alignments_lock:
+            self._alignments[item] = result
+        return result
+
+    def remember_alignments(
+        self, items: Sequence[PreparedUtterance], results: Sequence[Alignment | AlignmentError]
+    ) -> None:
+        """Take alignments computed elsewhere (:func:`apa.gop.aligner.align_many`, in
+        parallel processes) as :meth:`align`'s for ``items``."""
+        with self._alignments_lock:
+            for item, result in zip(items, results, strict=True):
+                self._alignments[item] = result
 
     def _reference(
         self, text: str, words: tuple[str, ...], phones: tuple[tuple[str, ...], ...]
@@ -402,6 +485,12 @@ class LmmScorer:
                 f"{len(template.slots)} slots"
             )
         kinds = tuple(_KINDS.index(s.kind) for s in template.slots)
+        slot_offsets = tuple(j for j, t in enumerate(ids) if t == self.slot_id)
+        phone_reads = tuple(
+            offset - 1
+            for slot, offset in zip(template.slots, slot_offsets, strict=True)
+            if slot.level == "phone" and slot.kind == "score2"
+        )
         return Reference(
             template,
             prompt,
@@ -409,7 +498,8 @@ class LmmScorer:
             tuple(chunks),
             kinds,
             answer=tuple(ids),
-            slot_offsets=tuple(j for j, t in enumerate(ids) if t == self.slot_id),
+            slot_offsets=slot_offsets,
+            phone_reads=phone_reads,
         )
 
     def _encode(self, job: Job, mode: Mode | None = None) -> Encoded:
@@ -470,9 +560,12 @@ class LmmScorer:
 
     def _slot_states(self, encoded: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self._batch(encoded)
+        inputs = self.backend.first_pass_inputs(self._text_model, batch)
+        if any(e.job.alignment is not None for e in encoded):
+            inputs["inputs_embeds"] = self._add_alignment(inputs["inputs_embeds"], batch, encoded)
         out = self._forward(
             len(encoded),
-            **self.backend.first_pass_inputs(self._text_model, batch),
+            **inputs,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
@@ -486,6 +579,50 @@ class LmmScorer:
         where = torch.tensor([rows, cols], device=self._device)
         hidden = out.last_hidden_state[where[0], where[1]]
         return hidden, torch.tensor(kinds, device=self._device)
+
+    def _add_alignment(
+        self, embeds: torch.Tensor, batch: Batch, encoded: Sequence[Encoded]
+    ) -> torch.Tensor:
+        """``embeds`` ``(rows, length, hidden)`` with, for every aligned job, each canonical
+        phone's audio (the mean of the audio embeddings its aligned span covers: at least
+        one) added at the two places that read the phone's slots: the token before its score
+        slot (the phone's name) and the score slot itself (before its pronounced slot).
+        Audio embeddings are spread evenly over the clip (25 per second for Qwen2-Audio,
+        12.5 for Phi-4), so a span in seconds maps to embeddings by the clip's duration.
+        Out of place: gradients reach the audio encoder through the additions too."""
+        rows, length, hidden = embeds.shape
+        flat = embeds.reshape(rows * length, hidden)
+        sources: list[int] = []
+        groups: list[int] = []
+        targets: list[int] = []
+        counts: list[int] = []
+        audio = (batch.input_ids == self._audio_id).cpu()
+        for i, e in enumerate(encoded):
+            alignment = e.job.alignment
+            if alignment is None:
+                continue
+            columns = audio[i].nonzero().squeeze(1).tolist()
+            n = len(columns)
+            duration = len(e.samples) / e.job.item.audio.sample_rate
+            start = batch.answer_starts[i]
+            for phone, read in zip(alignment.phones, e.job.reference.phone_reads, strict=True):
+                first = min(n - 1, max(0, int(phone.start_s * n / duration)))
+                stop = max(first + 1, min(n, math.ceil(phone.end_s * n / duration)))
+                group = len(counts)
+                sources += [i * length + columns[c] for c in range(first, stop)]
+                groups += [group] * (stop - first)
+                counts.append(stop - first)
+                targets += [i * length + start + read, i * length + start + read + 1]
+        if not counts:
+            return embeds
+        device = embeds.device
+        pooled = flat.new_zeros((len(counts), hidden)).index_add(
+            0, torch.tensor(groups, device=device), flat[torch.tensor(sources, device=device)]
+        ) / torch.tensor(counts, device=device, dtype=flat.dtype).unsqueeze(1)
+        added = flat.index_add(
+            0, torch.tensor(targets, device=device), pooled.repeat_interleave(2, dim=0)
+        )
+        return added.reshape(rows, length, hidden)
 
     def allowed(self, values: torch.Tensor, kinds: torch.Tensor, fill: float) -> torch.Tensor:
         """``values`` over the vocabulary ``(n, vocab)`` (logits, target probabilities) of
@@ -584,7 +721,7 @@ class LmmScorer:
         widths = [_WIDTHS[k] for k in job.kinds]
         try:
             job.template.read_text(raw)
-            return parse_distributions(
+            assessment = parse_distributions(
                 job.template,
                 [p[:w] for p, w in zip(probs, widths, strict=True)],
                 utterance_id=uid,
@@ -595,3 +732,10 @@ class LmmScorer:
             )
         except AnswerError as e:
             return e.record(uid).model_copy(update={"raw": raw})
+        if self.alignment == "off":
+            return assessment
+        if job.alignment is None:
+            return assessment.model_copy(update={"scoring_path": "plain"})
+        # the alignment the model read is also the words' and phones' timings
+        timed = with_timings(assessment, job.alignment.words)
+        return timed.model_copy(update={"scoring_path": "aligned"})

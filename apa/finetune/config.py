@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from apa.lmm.prompt import PromptStyle
+from apa.lmm.prompt import AlignmentUse, PromptStyle
 
 Schedule = Literal["constant", "linear", "cosine"]
 
@@ -55,6 +55,13 @@ class TrainConfig(BaseModel):
         description="Instruction style trained and scored with (apa.lmm.prompt): 'brief' "
         "(the reference only) or 'rubric' (with the rubric and answer form). Recorded in "
         "training.json; a scorer loading the adapter uses the same.",
+    )
+    alignment: AlignmentUse = Field(
+        "off",
+        description="'spans': every utterance is force-aligned (pocketsphinx) and each "
+        "canonical phone's audio is added at the phone's place in the answer "
+        "(docs/alignment-informed-scoring.md); recorded in training.json, a scorer loading "
+        "the adapter does the same. 'off': the plain path.",
     )
     rank: int = Field(8, ge=1, description="LoRA rank r.")
     alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale alpha / r).")

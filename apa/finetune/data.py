@@ -12,6 +12,7 @@ target and no loss.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ import torch
 from apa.data.inputs import read_utterances
 from apa.engine.scorer import Job, LmmScorer
 from apa.errors import ApaError
+from apa.gop.aligner import align_many
+from apa.gop.errors import AlignmentError
 from apa.lmm.answer import render
 from apa.lmm.vocab import check_single_tokens
 from apa.log import get_logger
@@ -82,11 +85,26 @@ def build_examples(
     ids = check_single_tokens(scorer.tokenizer)
     examples: list[Example] = []
     errors: list[ErrorRecord] = []
+    ready: list[tuple[Utterance, PreparedUtterance]] = []
     for utt in utterances:
         prepared = prepare(utt)
         if isinstance(prepared, ErrorRecord):
             errors.append(prepared)
-            continue
+        else:
+            ready.append((utt, prepared))
+    if scorer.alignment != "off" and ready:
+        # align the whole split at once, on every core, before the first step
+        started = time.perf_counter()
+        items = [p for _, p in ready]
+        alignments = align_many([(p.audio, p.utterance.words, p.utterance.phones) for p in items])
+        scorer.remember_alignments(items, alignments)
+        log.info(
+            "examples_aligned",
+            utterances=len(items),
+            failed=sum(isinstance(a, AlignmentError) for a in alignments),
+            seconds=round(time.perf_counter() - started, 1),
+        )
+    for utt, prepared in ready:
         try:
             job = scorer.job(prepared)
             assert utt.human is not None

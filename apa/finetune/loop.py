@@ -203,7 +203,12 @@ class Trainer:
             torch.set_num_threads(config.threads)
         seed_everything(config.seed)
         base = load_lmm_scorer(
-            config.model, device=config.device, dtype="float32", prompt=config.prompt
+            config.model,
+            device=config.device,
+            dtype="float32",
+            prompt=config.prompt,
+            mode="one-pass",
+            alignment=config.alignment,
         )
         loaded = base.loaded
         family = by_name(loaded.family)
@@ -227,6 +232,7 @@ class Trainer:
             mode="one-pass",
             scores="expected",
             prompt=config.prompt,
+            alignment=config.alignment,
         )
         self.device = torch.device(loaded.device)
         self.vocab = self.scorer.head.weight.shape[0]

@@ -35,13 +35,16 @@ import numpy as np
 import pocketsphinx
 import soxr
 
-from apa.audio import Audio
+from apa.audio import Audio, speech_bounds
 from apa.gop.analysis import (
+    Alignment,
     LoopPhone,
     Pause,
     PhoneSegment,
+    PhoneSpan,
     UtteranceAnalysis,
     WordSegment,
+    WordSpan,
     majority,
 )
 from apa.gop.config import LOG_BASE, NATS_PER_SCORE_UNIT, GopConfig
@@ -130,6 +133,63 @@ class GopAligner:
             raise AlignmentError(
                 "failed", f"alignment failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def align(
+        self, audio: Audio, words: Sequence[str], phones: Sequence[Sequence[str]]
+    ) -> Alignment:
+        """Where each word and canonical phone of ``words``/``phones`` is in ``audio``: the
+        forced alignment alone (no phone loop, no GOP features), of the audio's sound only
+        (:func:`apa.audio.speech_bounds`: leading and trailing silence cut off, spans given
+        in the whole clip's time). About 2.5x faster than :meth:`analyse` on the synthetic
+        corpus's padded clips. Raises only :class:`~apa.gop.errors.AlignmentError`."""
+        try:
+            return self._align_spans(audio, words, phones)
+        except AlignmentError:
+            raise
+        except MemoryError as exc:
+            raise AlignmentError("failed", "ran out of memory aligning the utterance") from exc
+        except Exception as exc:  # the contract: a bad utterance never crashes the caller
+            raise AlignmentError(
+                "failed", f"alignment failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _align_spans(
+        self, audio: Audio, words: Sequence[str], phones: Sequence[Sequence[str]]
+    ) -> Alignment:
+        model_phones = self._check_input(words, phones)
+        samples = self._samples(audio)
+        c = self.config
+        n_phones = sum(len(p) for p in model_phones)
+        needed = c.min_phone_frames * n_phones
+        start, stop = speech_bounds(samples, c.sample_rate)
+        if (stop - start) // c.samples_per_frame < needed:
+            start, stop = 0, len(samples)  # too little sound for the phones: try it all
+        if len(samples) // c.samples_per_frame < needed:
+            raise AlignmentError(
+                "too_short_for_phones",
+                f"{len(samples) / c.sample_rate:.2f} s of audio holds "
+                f"{len(samples) // c.samples_per_frame} frames, but {n_phones} phones need at "
+                f"least {needed} ({c.min_phone_frames} each)",
+            )
+        pcm = self._pcm(samples[start:stop])
+        _, phone_entries = self._align(pcm, [self._token(p) for p in model_phones])
+        offset, fs = start / c.sample_rate, c.frame_s
+        aligned = []
+        for text, given, entries in zip(words, phones, phone_entries, strict=True):
+            if len(entries) != len(given):
+                raise AlignmentError(
+                    "failed", f"word {text!r}: {len(entries)} aligned phones for {len(given)}"
+                )
+            spans = tuple(
+                PhoneSpan(
+                    phone,
+                    round(offset + e.start * fs, 6),
+                    round(offset + (e.start + e.duration) * fs, 6),
+                )
+                for phone, e in zip(given, entries, strict=True)
+            )
+            aligned.append(WordSpan(text, spans[0].start_s, spans[-1].end_s, spans))
+        return Alignment(tuple(aligned), len(samples) / c.sample_rate)
 
     def _analyse(
         self, audio: Audio, words: Sequence[str], phones: Sequence[Sequence[str]]
@@ -336,3 +396,46 @@ class GopAligner:
             leading_silence_s=word_segments[0].start_s,
             trailing_silence_s=max(0.0, duration_s - word_segments[-1].end_s),
         )
+
+
+_worker_aligner: GopAligner | None = None
+
+
+def _align_in_worker(
+    request: tuple[np.ndarray, int, Sequence[str], Sequence[Sequence[str]]],
+) -> Alignment | AlignmentError:
+    global _worker_aligner
+    if _worker_aligner is None:
+        _worker_aligner = GopAligner()
+    samples, rate, words, phones = request
+    audio = Audio(samples, rate, rate, 1, "RAW")
+    try:
+        return _worker_aligner.align(audio, words, phones)
+    except AlignmentError as e:
+        return e
+
+
+def align_many(
+    requests: Sequence[tuple[Audio, Sequence[str], Sequence[Sequence[str]]]],
+    *,
+    processes: int | None = None,
+) -> list[Alignment | AlignmentError]:
+    """:meth:`GopAligner.align` of every ``(audio, words, phones)``, in order, in
+    ``processes`` worker processes (default: the CPUs this process may use; one: here, in
+    this process). An utterance the aligner cannot align gives its
+    :class:`~apa.gop.errors.AlignmentError` in its place. pocketsphinx decodes on one core,
+    so a corpus aligns about ``processes`` times faster (fine-tuning aligns its whole
+    training set before the first step)."""
+    import os
+
+    if processes is None:
+        processes = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    work = [(a.samples, a.sample_rate, list(w), [list(p) for p in ph]) for a, w, ph in requests]
+    if processes <= 1 or len(work) < 2:
+        return [_align_in_worker(r) for r in work]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process running torch
+    with ProcessPoolExecutor(min(processes, len(work)), mp_context=context) as pool:
+        return list(pool.map(_align_in_worker, work, chunksize=8))

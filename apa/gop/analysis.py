@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from apa.gop.config import GopConfig
+from apa.schema import Assessment
 from apa.text import strip_stress
 
 NON_SPEECH: frozenset[str] = frozenset({"SIL", "+NSN+", "+SPN+"})
@@ -179,6 +180,71 @@ class UtteranceAnalysis:
             "articulation_rate": self.articulation_rate,
             "gop": self.gop,
         }
+
+
+@dataclass(frozen=True)
+class PhoneSpan:
+    """One canonical phone (as given, stress kept) and its aligned span in seconds
+    (``end_s`` exclusive)."""
+
+    phone: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class WordSpan:
+    """One word of the reference (as given), its span and its phones' spans."""
+
+    text: str
+    start_s: float
+    end_s: float
+    phones: tuple[PhoneSpan, ...]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where each word and canonical phone of an utterance is in its audio: the forced
+    alignment alone (:meth:`apa.gop.aligner.GopAligner.align`), without the GOP features of
+    :class:`UtteranceAnalysis`, whose words and phones carry the same spans."""
+
+    words: tuple[WordSpan, ...]
+    duration_s: float
+
+    @property
+    def phones(self) -> tuple[PhoneSpan, ...]:
+        """Every canonical phone, in order."""
+        return tuple(p for w in self.words for p in w.phones)
+
+
+def with_timings(
+    assessment: Assessment, words: Sequence[WordSpan] | Sequence[WordSegment]
+) -> Assessment:
+    """``assessment`` with the aligned spans of ``words`` (an :class:`Alignment`'s or an
+    :class:`UtteranceAnalysis`'s, one per assessed word) as its words' and phones'
+    ``start``/``end`` (rounded to the millisecond); a word whose assessed phones do not pair
+    up with the aligned ones gets its own span only. ``ValueError`` when the words do not
+    pair up."""
+    if len(words) != len(assessment.words):
+        raise ValueError(f"{len(words)} aligned words for {len(assessment.words)} assessed")
+    timed = []
+    for word, seg in zip(assessment.words, words, strict=True):
+        phones = word.phones
+        if len(phones) == len(seg.phones):
+            phones = [
+                p.model_copy(update={"start": round(s.start_s, 3), "end": round(s.end_s, 3)})
+                for p, s in zip(phones, seg.phones, strict=True)
+            ]
+        timed.append(
+            word.model_copy(
+                update={
+                    "phones": phones,
+                    "start": round(seg.start_s, 3),
+                    "end": round(seg.end_s, 3),
+                }
+            )
+        )
+    return assessment.model_copy(update={"words": timed})
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,13 @@ from apa.lmm.answer import AnswerTemplate
 PromptStyle = Literal["rubric", "brief"]
 PROMPT_STYLES: tuple[str, ...] = get_args(PromptStyle)
 
+AlignmentUse = Literal["off", "spans"]
+"""What of the forced alignment reaches the model besides the prompt: ``off`` nothing;
+``spans`` each canonical phone's audio, added at the phone's place in the answer
+(:meth:`apa.engine.scorer.LmmScorer.align`, ``docs/alignment-informed-scoring.md``). Like the
+style, part of what an adapter was trained with."""
+ALIGNMENT_USES: tuple[str, ...] = get_args(AlignmentUse)
+
 RUBRIC = """\
 Score the recording on the Speechocean762 rubric.
 Phone accuracy, 0-2: 2 correct; 1 right but with a heavy accent; 0 incorrect or missed.

@@ -61,6 +61,7 @@ def load_scorer(settings: ScoringSettings) -> Scorer:
         device=settings.device,
         mode=settings.mode,
         scores=settings.scores,
+        alignment=settings.alignment,
     )
     if settings.timings:
         from apa.scoring.timings import WithTimings

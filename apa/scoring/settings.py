@@ -50,6 +50,14 @@ class ScoringSettings(BaseSettings):
         description="LMM scores: 'expected' is the expected value over the allowed score "
         "tokens (continuous), 'greedy' the most probable score (an integer)",
     )
+    alignment: Literal["off", "spans"] | None = Field(
+        default=None,
+        description="LMM with the forced alignment in hand: 'spans' force-aligns each "
+        "utterance (pocketsphinx) and adds each canonical phone's audio at its place in the "
+        "answer (for an adapter trained so: apa finetune --set alignment=spans); an "
+        "utterance the aligner cannot align is scored on the plain path (column "
+        "scoring_path); unset: as the adapter was trained (its training card), else 'off'",
+    )
     gop_calibration: str | None = Field(
         default=None,
         description="builtin:gop calibration JSON from 'apa calibrate' (path or s3://); "

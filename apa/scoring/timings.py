@@ -1,9 +1,11 @@
 """Word and phone timings for any backend: a scorer wrapper that force-aligns each scored
 utterance with the GOP aligner and copies the spans into the assessment where it has none.
 
-LMM answers carry no times; ``apa score --timings`` (``APA_TIMINGS=true``) wraps the scorer
-in :class:`WithTimings`. An utterance that cannot be aligned keeps its scores without times
-(the alignment failure is logged, not turned into an error: the scores are still valid).
+LMM answers carry no times (except an alignment-informed scorer's, which reuse the alignment
+the model read: the utterance is not aligned twice); ``apa score --timings``
+(``APA_TIMINGS=true``) wraps the scorer in :class:`WithTimings`. An utterance that cannot be
+aligned keeps its scores without times (the alignment failure is logged, not turned into an
+error: the scores are still valid).
 """
 
 from __future__ import annotations
@@ -42,30 +44,16 @@ class WithTimings:
 
     def _timed(self, item: PreparedUtterance, assessment: Assessment) -> Assessment:
         if not assessment.words or assessment.words[0].start is not None:
-            return assessment
+            return assessment  # timed already (an aligned LMM scorer's own alignment)
+        if assessment.scoring_path is not None:
+            return assessment  # the scorer's own aligner failed on it: once is enough
+        from apa.gop.analysis import with_timings
         from apa.gop.errors import AlignmentError
 
         utt = item.utterance
         try:
-            analysis = self.aligner.analyse(item.audio, utt.words, utt.phones)
+            alignment = self.aligner.align(item.audio, utt.words, utt.phones)
         except AlignmentError as e:
             log.warning("timings_unavailable", utterance_id=utt.id, reason=e.reason)
             return assessment
-        words = []
-        for word, seg in zip(assessment.words, analysis.words, strict=True):
-            phones = word.phones
-            if len(phones) == len(seg.phones):
-                phones = [
-                    p.model_copy(update={"start": round(s.start_s, 3), "end": round(s.end_s, 3)})
-                    for p, s in zip(phones, seg.phones, strict=True)
-                ]
-            words.append(
-                word.model_copy(
-                    update={
-                        "phones": phones,
-                        "start": round(seg.start_s, 3),
-                        "end": round(seg.end_s, 3),
-                    }
-                )
-            )
-        return assessment.model_copy(update={"words": words})
+        return with_timings(assessment, alignment.words)

@@ -109,4 +109,5 @@ def assessments(
         ],
         model=draw(st.sampled_from([None, "human", "builtin:gop"])),
         model_is_random=draw(st.booleans()),
+        scoring_path=draw(st.sampled_from([None, "aligned", "plain"])),
     )

@@ -34,3 +34,29 @@ def test_lmm_output_gets_word_and_phone_times_from_the_aligner(
         for w in a.words:
             assert w.start <= w.phones[0].start and w.phones[-1].end <= w.end
     assert timed_scorer.forward_passes_per_utterance == 1.0
+
+
+def test_an_aligned_scorer_is_not_aligned_again_for_timings(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``alignment="spans"`` the model reads the forced alignment, and the same
+    alignment is the timings: ``--timings`` adds no second alignment."""
+    from apa.gop.aligner import GopAligner
+
+    monkeypatch.setenv("APA_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = GopAligner.align
+    monkeypatch.setattr(
+        GopAligner, "align", lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+    )
+    utts = prepare_speechocean762(sample_dir, ["test"]).utterances[:2]
+    scorer = load_scorer(
+        ScoringSettings(
+            model="builtin:tiny-qwen2-audio", mode="one-pass", alignment="spans", timings=True
+        )
+    )
+    results = list(score_utterances(utts, scorer))
+    assert len(calls) == len(utts)
+    for a in results:
+        assert isinstance(a, Assessment) and a.scoring_path == "aligned"
+        assert all(p.start is not None for w in a.words for p in w.phones)
