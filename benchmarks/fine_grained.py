@@ -136,7 +136,7 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict]
             continue
         print(f"seed {seed}: {system} ...", flush=True)
         if system == "gop":
-            corpus = _corpus(args, seed)
+            corpus, _ = learnability.write_corpus(corpus_args(args, seed))
             predictions, wall = gop_system(corpus, args)
         else:
             predictions, wall, corpus = lmm_system(
@@ -156,32 +156,6 @@ def _size(args: argparse.Namespace) -> str:
     )
 
 
-def _corpus(args: argparse.Namespace, seed: int) -> Path:
-    """The corpus learnability.py would write for ``seed``, written now if it is not yet."""
-    from apa.synth.corpus import SynthConfig, write_synthetic_corpus
-
-    work = Path(args.work)
-    corpus = work / (
-        f"corpus-r{args.rules}-s{seed}-{args.train_sentences}x{args.takes}"
-        f"-t{args.test_sentences}-w{args.min_words}-{args.max_words}-p{args.phones}"
-    )
-    if not (corpus / "synth.json").is_file():
-        write_synthetic_corpus(
-            corpus,
-            SynthConfig(
-                train_sentences=args.train_sentences,
-                test_sentences=args.test_sentences,
-                takes=args.takes,
-                min_words=args.min_words,
-                max_words=args.max_words,
-                phones=args.phones,
-                seed=seed,
-                rules=args.rules,
-            ),
-        )
-    return corpus
-
-
 def _f(x: float | None) -> str:
     return "  -   " if x is None else f"{x:+.3f}"
 
@@ -193,7 +167,7 @@ def report(all_results: dict[int, dict[str, dict]], args: argparse.Namespace) ->
         f"held-out PCC (SCC) per system; device: cpu"
     )
     systems = [s for s in SYSTEMS if s in args.systems]
-    print(f"{'level/aspect':<18}" + "".join(f"{s:>28}" for s in systems))
+    print(f"{'level/aspect':<18}" + "".join(f"{s:>32}" for s in systems))
     for level, aspect in ROWS:
         key = f"{level}/{aspect}"
         cells = []
@@ -201,13 +175,13 @@ def report(all_results: dict[int, dict[str, dict]], args: argparse.Namespace) ->
             pccs = [all_results[seed][s]["metrics"].get(key, {}).get("pcc") for seed in seeds]
             sccs = [all_results[seed][s]["metrics"].get(key, {}).get("scc") for seed in seeds]
             cells.append(f"{_span(pccs)} ({_span(sccs)})")
-        print(f"{key:<18}" + "".join(f"{c:>28}" for c in cells))
+        print(f"{key:<18}" + "".join(f"{c:>32}" for c in cells))
     for name in ("auc_substitution", "auc_any_error"):
         if any(name in all_results[seed][s] for seed in seeds for s in systems):
             cells = [_span([all_results[seed][s].get(name) for seed in seeds]) for s in systems]
-            print(f"{name:<18}" + "".join(f"{c:>28}" for c in cells))
+            print(f"{name:<18}" + "".join(f"{c:>32}" for c in cells))
     walls = [_span([all_results[seed][s]["wall_s"] for seed in seeds], "{:.0f}") for s in systems]
-    print(f"{'wall s':<18}" + "".join(f"{c:>28}" for c in walls))
+    print(f"{'wall s':<18}" + "".join(f"{c:>32}" for c in walls))
 
 
 def _span(values: list[float | None], fmt: str = "{:.3f}") -> str:

@@ -67,14 +67,15 @@ def fluency_as_learned(corpus: Path, predictions: Path) -> dict[str, float]:
     )
 
 
-def run(args: argparse.Namespace) -> dict:
-    work = Path(args.work)
-    corpus = work / (
+def write_corpus(args: argparse.Namespace) -> tuple[Path, float]:
+    """The synthetic corpus of ``args`` under ``args.work`` (written unless it is there
+    already) and the seconds writing it took (~0 where it was there)."""
+    corpus = Path(args.work) / (
         f"corpus-r{args.rules}-s{args.seed}-{args.train_sentences}x{args.takes}"
         f"-t{args.test_sentences}-w{args.min_words}-{args.max_words}"
         f"-p{args.phones}"
     )
-    corpus_started = time.perf_counter()
+    started = time.perf_counter()
     if not (corpus / "synth.json").is_file():
         write_synthetic_corpus(
             corpus,
@@ -89,7 +90,12 @@ def run(args: argparse.Namespace) -> dict:
                 rules=args.rules,
             ),
         )
-    corpus_s = time.perf_counter() - corpus_started  # ~0 where the corpus was already written
+    return corpus, time.perf_counter() - started
+
+
+def run(args: argparse.Namespace) -> dict:
+    work = Path(args.work)
+    corpus, corpus_s = write_corpus(args)
     out = Path(tempfile.mkdtemp(prefix=f"run-s{args.seed}-", dir=work))
     apa = Path(sys.executable).parent / "apa"
     command = [

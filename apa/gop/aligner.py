@@ -27,9 +27,10 @@ the dictionary grows only with the distinct pronunciations seen, never per utter
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import TypeVar
 
 import numpy as np
 import pocketsphinx
@@ -56,6 +57,8 @@ ARPABET: frozenset[str] = frozenset(PHONES)
 """The 39 ARPAbet phones (no stress) of pocketsphinx's US-English model: CMUdict's
 (:data:`apa.phones.PHONES`)."""
 
+T = TypeVar("T")
+
 _TOKEN_PREFIX = "APA:"
 _LOOP_SEARCH = "apa_phone_loop"
 
@@ -73,6 +76,19 @@ class _Entry:
 def _model_phones(phones: Sequence[str]) -> tuple[str, ...]:
     """ARPAbet phones as the model names them: no stress digit, upper case."""
     return tuple(strip_stress(p).upper() for p in phones)
+
+
+def _guarded(work: Callable[..., T], *args: object) -> T:
+    """``work(*args)``, any failure but :class:`AlignmentError` turned into one (the
+    contract: a bad utterance never crashes the caller)."""
+    try:
+        return work(*args)
+    except AlignmentError:
+        raise
+    except MemoryError as exc:
+        raise AlignmentError("failed", "ran out of memory aligning the utterance") from exc
+    except Exception as exc:
+        raise AlignmentError("failed", f"alignment failed: {type(exc).__name__}: {exc}") from exc
 
 
 class GopAligner:
@@ -123,16 +139,7 @@ class GopAligner:
         """Align ``audio`` to ``words`` and their canonical ``phones`` (ARPAbet, stress
         digits allowed) and measure each phone. Raises only
         :class:`~apa.gop.errors.AlignmentError`."""
-        try:
-            return self._analyse(audio, words, phones)
-        except AlignmentError:
-            raise
-        except MemoryError as exc:
-            raise AlignmentError("failed", "ran out of memory aligning the utterance") from exc
-        except Exception as exc:  # the contract: a bad utterance never crashes the caller
-            raise AlignmentError(
-                "failed", f"alignment failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        return _guarded(self._analyse, audio, words, phones)
 
     def align(
         self, audio: Audio, words: Sequence[str], phones: Sequence[Sequence[str]]
@@ -142,16 +149,7 @@ class GopAligner:
         (:func:`apa.audio.speech_bounds`: leading and trailing silence cut off, spans given
         in the whole clip's time). About 2.5x faster than :meth:`analyse` on the synthetic
         corpus's padded clips. Raises only :class:`~apa.gop.errors.AlignmentError`."""
-        try:
-            return self._align_spans(audio, words, phones)
-        except AlignmentError:
-            raise
-        except MemoryError as exc:
-            raise AlignmentError("failed", "ran out of memory aligning the utterance") from exc
-        except Exception as exc:  # the contract: a bad utterance never crashes the caller
-            raise AlignmentError(
-                "failed", f"alignment failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        return _guarded(self._align_spans, audio, words, phones)
 
     def _align_spans(
         self, audio: Audio, words: Sequence[str], phones: Sequence[Sequence[str]]

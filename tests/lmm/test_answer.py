@@ -34,7 +34,11 @@ from apa.testing.strategies import assessments
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "answer-format.md"
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-in_scope = assessments(allow_none=True, insertions=False)
+in_scope = assessments(allow_none=True, insertions=False).map(
+    lambda a: a.model_copy(update={"scoring_path": None})
+)
+"""The answer format's scope: no inserted phones, and no scoring path (the scorer sets it
+after reading the answer)."""
 
 
 def bear() -> Assessment:
