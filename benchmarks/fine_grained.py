@@ -49,7 +49,6 @@ from apa.data.inputs import read_utterances  # noqa: E402
 from apa.metrics.detection import phone_error_auc  # noqa: E402
 from apa.metrics.evaluate import evaluate_system  # noqa: E402
 from apa.schema import Assessment  # noqa: E402
-from apa.synth.corpus import RULES_VERSION  # noqa: E402
 from apa.tables import read_assessments  # noqa: E402
 
 SYSTEMS = ("gop", "plain", "aligned")
@@ -196,22 +195,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
-    parser.add_argument("--rules", type=int, default=RULES_VERSION)
     parser.add_argument("--gop-takes", type=int, default=1)
-    parser.add_argument("--train-sentences", type=int, default=240)
-    parser.add_argument("--test-sentences", type=int, default=40)
-    parser.add_argument("--takes", type=int, default=4)
-    parser.add_argument("--min-words", type=int, default=3)
-    parser.add_argument("--max-words", type=int, default=5)
-    parser.add_argument("--phones", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default="builtin:tiny-qwen2-audio")
-    parser.add_argument("--work", default="/tmp/apa-fine-grained")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE")
+    learnability.add_run_arguments(parser, work="/tmp/apa-fine-grained")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(args.work)

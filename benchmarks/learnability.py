@@ -93,6 +93,32 @@ def write_corpus(args: argparse.Namespace) -> tuple[Path, float]:
     return corpus, time.perf_counter() - started
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, *, work: str) -> None:
+    """The corpus and fine-tuning flags (``run``'s arguments but the seed), shared with
+    ``benchmarks/fine_grained.py``."""
+    parser.add_argument("--train-sentences", type=int, default=240)
+    parser.add_argument("--test-sentences", type=int, default=40)
+    parser.add_argument("--takes", type=int, default=4)
+    parser.add_argument("--min-words", type=int, default=3)
+    parser.add_argument("--max-words", type=int, default=5)
+    parser.add_argument(
+        "--phones", type=int, default=None, help="Sentences of exactly this many phones."
+    )
+    parser.add_argument(
+        "--rules", type=int, default=RULES_VERSION, help="Synthetic corpus rules version."
+    )
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="builtin:tiny-qwen2-audio")
+    parser.add_argument("--work", default=work)
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="More `apa finetune --set`s."
+    )
+
+
 def run(args: argparse.Namespace) -> dict:
     work = Path(args.work)
     corpus, corpus_s = write_corpus(args)
@@ -153,27 +179,7 @@ def _f(x: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-sentences", type=int, default=240)
-    parser.add_argument("--test-sentences", type=int, default=40)
-    parser.add_argument("--takes", type=int, default=4)
-    parser.add_argument("--min-words", type=int, default=3)
-    parser.add_argument("--max-words", type=int, default=5)
-    parser.add_argument(
-        "--phones", type=int, default=None, help="Sentences of exactly this many phones."
-    )
-    parser.add_argument(
-        "--rules", type=int, default=RULES_VERSION, help="Synthetic corpus rules version."
-    )
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default="builtin:tiny-qwen2-audio")
-    parser.add_argument("--work", default="/tmp/apa-learnability")
-    parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="More `apa finetune --set`s."
-    )
+    add_run_arguments(parser, work="/tmp/apa-learnability")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON too.")
     parser.add_argument("--verbose", action="store_true", help="Show apa finetune's logs.")
     args = parser.parse_args()
