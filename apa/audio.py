@@ -370,16 +370,28 @@ def loudest_level_dbfs(samples: np.ndarray, sample_rate: int) -> float:
     >>> loudest_level_dbfs(np.full(16000, 0.5), 16000)
     -inf
     """
-    x = np.asarray(samples, dtype=np.float64)
-    x = x - x.mean()
-    frame = max(1, round(FRAME_S * sample_rate))
-    count = len(x) // frame
-    if count == 0:
-        frame, count = len(x), 1
-    power = np.mean(np.square(x[: count * frame]).reshape(count, frame), axis=1)
+    power, _ = _frame_power(samples, sample_rate, whole_if_short=True)
+    count = len(power)
     k = min(count, math.ceil(LOUD_SPAN_S / FRAME_S - 1e-9))
     rms = math.sqrt(float(np.partition(power, count - k)[count - k]))
     return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def _frame_power(
+    samples: np.ndarray, sample_rate: int, *, whole_if_short: bool
+) -> tuple[np.ndarray, int]:
+    """The mean power of each whole :data:`FRAME_S` frame of ``samples`` (DC removed) and
+    the frame length in samples; audio shorter than a frame is one frame when
+    ``whole_if_short``, else none."""
+    x = np.asarray(samples, dtype=np.float64)
+    x = x - x.mean() if len(x) else x
+    frame = max(1, round(FRAME_S * sample_rate))
+    count = len(x) // frame
+    if count == 0:
+        if not whole_if_short:
+            return np.zeros(0), frame
+        frame, count = len(x), 1
+    return np.mean(np.square(x[: count * frame]).reshape(count, frame), axis=1), frame
 
 
 def _too_large(size: int | None, limit: int, where: str = "") -> AudioError:
@@ -425,18 +437,15 @@ def speech_bounds(
     >>> speech_bounds(np.zeros(800), rate)
     (0, 800)
     """
-    x = np.asarray(samples, dtype=np.float64)
-    x = x - x.mean() if len(x) else x
-    frame = max(1, round(FRAME_S * sample_rate))
-    count = len(x) // frame
-    if count == 0:
-        return 0, len(x)
-    power = np.mean(np.square(x[: count * frame]).reshape(count, frame), axis=1)
+    power, frame = _frame_power(samples, sample_rate, whole_if_short=False)
+    if len(power) == 0:
+        return 0, len(samples)
+    n = len(samples)
     loudest = float(power.max())
     if loudest <= 0.0:
-        return 0, len(x)
+        return 0, n
     loud = np.flatnonzero(power >= loudest * 10.0 ** (-floor_db / 10.0))
     margin = round(margin_s * sample_rate)
     start = max(0, int(loud[0]) * frame - margin)
-    stop = min(len(x), (int(loud[-1]) + 1) * frame + margin)
+    stop = min(n, (int(loud[-1]) + 1) * frame + margin)
     return start, stop
