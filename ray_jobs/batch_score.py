@@ -53,11 +53,12 @@ from apa.batch import rows as stages
 from apa.batch.commits import Commit, Repairs, done_ids, missing_ids, recover, settle
 from apa.batch.inputs import (
     INPUTS_DIR,
+    Heartbeat,
     InputReport,
-    input_runs,
     new_key,
     pass_report,
     remove_shards,
+    remove_stale_runs,
 )
 from apa.batch.settings import BatchSettings
 from apa.batch.summary import BatchSummary, summarise_commits
@@ -287,49 +288,57 @@ def run_manifest_passes(settings: BatchSettings, repairs: Repairs) -> tuple[int,
     out = settings.output_uri
     settle(out, repairs)
     inputs_uri = storage.resolve(out, INPUTS_DIR)
-    if others := input_runs(inputs_uri):
-        log.warning(
-            "input_shards_of_other_runs",
-            output=out,
-            runs=others[:5],
-            note="of a run still going, or of one killed outright: delete them once no "
-            "other run writes into this output (this run never reads them)",
-        )
-    run_uri = storage.resolve(inputs_uri, uuid.uuid4().hex[:12])
-    key = new_key()
-    tally, first, passes = Tally(), None, 0
+    run = uuid.uuid4().hex[:12]
+    run_uri = storage.resolve(inputs_uri, run)
     try:
-        while True:
-            passes += 1
-            shards_uri = storage.resolve(run_uri, f"pass-{passes}")
-            limit = settings.limit if first is None else None
-            cutoff = None if first is None else first.cutoff
-            index = start_index(settings, shards_uri, key, limit=limit, cutoff=cutoff)
-            inputs = manifest_dataset(settings, shards_uri, key, index)
-            try:
-                this = _consume(build_dataset(inputs, settings), None, settings.progress_interval_s)
-            except Exception:
-                _index_report(index)  # the manifest's own error, when the index refused it
-                raise
-            report = pass_report(shards_uri, _index_report(index))
-            remove_shards(shards_uri)
-            if first is None:
-                first = report
-                log.info(
-                    "inputs_read", source=settings.input_uri, output=out, **report.model_dump()
+        with Heartbeat(run_uri):
+            if others := remove_stale_runs(inputs_uri, run, settings.stale_inputs_after_s):
+                log.warning(
+                    "input_shards_of_other_runs",
+                    output=out,
+                    runs=others[:5],
+                    note="of runs still going (their heartbeat is recent): this run never "
+                    "reads them",
                 )
-            elif report.sent:
-                log.warning("pass_again", attempt=passes, missing=report.sent, output=out)
-            tally.merge(this)
-            repaired = (repairs.removed, repairs.trimmed)
-            settle(out, repairs)
-            if this.processed == report.sent and repaired == (repairs.removed, repairs.trimmed):
-                break
-            if passes == settings.max_passes:
-                _fail_if_missing(settings, first, storage.resolve(run_uri, "check"), key)
-                break
+            return _manifest_passes(settings, repairs, run_uri)
     finally:
         remove_shards(run_uri)
+
+
+def _manifest_passes(
+    settings: BatchSettings, repairs: Repairs, run_uri: str
+) -> tuple[int, int, int, Tally]:
+    """:func:`run_manifest_passes`' passes, with their shards under ``run_uri``."""
+    out = settings.output_uri
+    key = new_key()
+    tally, first, passes = Tally(), None, 0
+    while True:
+        passes += 1
+        shards_uri = storage.resolve(run_uri, f"pass-{passes}")
+        limit = settings.limit if first is None else None
+        cutoff = None if first is None else first.cutoff
+        index = start_index(settings, shards_uri, key, limit=limit, cutoff=cutoff)
+        inputs = manifest_dataset(settings, shards_uri, key, index)
+        try:
+            this = _consume(build_dataset(inputs, settings), None, settings.progress_interval_s)
+        except Exception:
+            _index_report(index)  # the manifest's own error, when the index refused it
+            raise
+        report = pass_report(shards_uri, _index_report(index))
+        remove_shards(shards_uri)
+        if first is None:
+            first = report
+            log.info("inputs_read", source=settings.input_uri, output=out, **report.model_dump())
+        elif report.sent:
+            log.warning("pass_again", attempt=passes, missing=report.sent, output=out)
+        tally.merge(this)
+        repaired = (repairs.removed, repairs.trimmed)
+        settle(out, repairs)
+        if this.processed == report.sent and repaired == (repairs.removed, repairs.trimmed):
+            break
+        if passes == settings.max_passes:
+            _fail_if_missing(settings, first, storage.resolve(run_uri, "check"), key)
+            break
     return first.sent, first.inputs, passes, tally
 
 

@@ -36,7 +36,9 @@ the first rows flow. Shards are pickles of the index's rows; each carries an HMA
 under a key that only the pass's tasks are given (:func:`new_key`), so an expander never
 unpickles a file that the pass did not write (a stale shard of another run, or anything put
 there by someone who can write into the output). :func:`remove_shards` deletes a pass's
-shards.
+shards. A running job beats a :class:`Heartbeat` under its run's folder; a later run deletes
+the shards of runs whose heartbeat has stopped (:func:`remove_stale_runs`: a run killed
+outright, which could not delete its own).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ import pickle
 import secrets
 import sqlite3
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -320,6 +324,75 @@ def remove_shards(uri: str) -> None:
             fs.delete_dir(path)
         except FileNotFoundError:
             pass
+
+
+HEARTBEAT = "heartbeat"
+"""the file under ``_inputs/<run>`` that a running job rewrites every
+:data:`HEARTBEAT_S` seconds (:class:`Heartbeat`)"""
+
+HEARTBEAT_S = 30.0
+
+
+class Heartbeat:
+    """Rewrites ``<run_uri>/heartbeat`` every ``interval_s`` from a daemon thread while the
+    run lives (a context manager), so that another run into the same output can tell this
+    run's shards from those of a run killed outright (:func:`remove_stale_runs`). A failed
+    write is logged and tried again at the next beat: the heartbeat never stops the job."""
+
+    def __init__(self, run_uri: str, interval_s: float = HEARTBEAT_S) -> None:
+        self.uri = storage.resolve(run_uri, HEARTBEAT)
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat_on, name="apa-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def beat(self) -> None:
+        try:
+            storage.write_bytes(self.uri, f"{time.time():.3f}\n".encode())
+        except OSError as e:
+            log.warning("heartbeat_failed", uri=self.uri, error=str(e))
+
+    def _beat_on(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.beat()
+
+
+def remove_stale_runs(inputs_uri: str, own_run: str, stale_after_s: float) -> list[str]:
+    """Delete the shards of other runs under ``inputs_uri`` whose last sign of life is older
+    than ``stale_after_s``: their heartbeat's modification time or, for a run killed before
+    its first beat, its newest file's. Ages are measured on the storage's own clock, against
+    the modification time of ``own_run``'s heartbeat (written first), so a driver's skewed
+    clock cannot make a live run look dead. Returns the runs left (alive, by that measure)."""
+    fs, path = storage.filesystem(inputs_uri)
+    now = fs.get_file_info(f"{path}/{own_run}/{HEARTBEAT}").mtime
+    live: list[str] = []
+    for run in input_runs(inputs_uri):
+        if run == own_run:
+            continue
+        run_path = f"{path}/{run}"
+        beat = fs.get_file_info(f"{run_path}/{HEARTBEAT}")
+        if beat.type == pafs.FileType.File:
+            last = beat.mtime
+        else:
+            selector = pafs.FileSelector(run_path, allow_not_found=True, recursive=True)
+            files = fs.get_file_info(selector)
+            times = [i.mtime for i in files if i.type == pafs.FileType.File and i.mtime]
+            last = max(times, default=None)
+        age = None if now is None or last is None else (now - last).total_seconds()
+        if age is not None and age > stale_after_s:
+            remove_shards(storage.resolve(inputs_uri, run))
+            log.warning("stale_input_shards_removed", run=run, age_s=round(age), uri=inputs_uri)
+        else:
+            live.append(run)
+    return live
 
 
 def input_runs(inputs_uri: str) -> list[str]:

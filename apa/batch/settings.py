@@ -71,6 +71,13 @@ class BatchSettings(BaseSettings):
     progress_interval_s: float = Field(
         default=10.0, gt=0, description="seconds between structured progress log lines"
     )
+    stale_inputs_after_s: float = Field(
+        default=900.0,
+        ge=60,
+        description="input shards of another run into the same output whose heartbeat is "
+        "older than this (a run killed outright) are deleted at start; a running job "
+        "beats every 30 s",
+    )
     forward_env: bool = Field(
         default=True,
         description="pass the driver's APA_* and AWS_* variables to the job's workers (a "

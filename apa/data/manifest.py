@@ -152,10 +152,17 @@ def _jsonl_rows(lines: Iterable[bytes]) -> Iterator[tuple[int, Row | ApaError]]:
         yield number, row
 
 
-def _csv_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
-    if not data.strip():
+def _csv_rows(stream: Any) -> Iterator[tuple[int, Row | ApaError]]:
+    """Numbered rows of a CSV binary ``stream``, read a block at a time (pyarrow's streaming
+    reader): every cell as bytes, decoded cell by cell, so invalid UTF-8 is one row's error,
+    not the file's; a row with the wrong number of cells is its ``input.malformed_row``."""
+    head = stream.read(_CHUNK)
+    if not head.strip() and not (more := stream.read(_CHUNK)):
         return
-    header = next(csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"))), [])
+    if not head.strip():
+        head += more
+    # the header as csv reads it (pyarrow needs the names to read every column as bytes)
+    header = next(csv.reader(io.StringIO(head.decode("utf-8-sig", errors="replace"))), [])
     bad: dict[int, ApaError] = {}
 
     def invalid(row: pacsv.InvalidRow) -> str:
@@ -167,24 +174,45 @@ def _csv_rows(data: bytes) -> Iterator[tuple[int, Row | ApaError]]:
         )
         return "skip"
 
-    table = pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(use_threads=False),
+    reader = pacsv.open_csv(
+        _Prefixed(head, stream),
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=_CHUNK),
         parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid),
         convert_options=pacsv.ConvertOptions(
-            # bytes, decoded cell by cell: invalid UTF-8 is then one row's error, not the file's
             column_types={name: pa.binary() for name in header},
             strings_can_be_null=False,
         ),
     )
     number = 0
-    for row in table.to_pylist():
-        number += 1
-        while number in bad:
-            yield number, bad.pop(number)
+    for batch in reader:
+        for row in batch.to_pylist():
             number += 1
-        yield number, _decoded_cells(number, row)
+            while number in bad:
+                yield number, bad.pop(number)
+                number += 1
+            yield number, _decoded_cells(number, row)
     yield from sorted(bad.items())
+
+
+class _Prefixed(io.RawIOBase):
+    """A binary stream that reads ``head`` and then the rest of ``stream`` (the bytes read
+    ahead for the header, given back)."""
+
+    def __init__(self, head: bytes, stream: Any) -> None:
+        self._head, self._stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _decoded_cells(number: int, row: dict[str, Any]) -> Row | ApaError:
@@ -364,19 +392,17 @@ def read_rows(uri: str) -> Iterator[tuple[int, Row | ApaError]]:
     data = decompressed(uri, storage.read_bytes(uri))
     if fmt == "jsonl":
         return _jsonl_rows(data.split(b"\n"))
-    return {"csv": _csv_rows, "parquet": _parquet_rows}[fmt](data)
+    if fmt == "csv":
+        return _csv_rows(io.BytesIO(data))
+    return _parquet_rows(data)
 
 
 def stream_rows(uri: str) -> Iterator[tuple[int, Row | ApaError]]:
     """:func:`read_rows`, holding a few rows at a time rather than the file: JSONL line by
-    line (gunzipped as it streams; damage raises :class:`DamagedManifestError` when it is
-    reached, so read to the end before acting on any row), Parquet a row group at a time.
-    CSV is read whole (its row checks need the file; a CSV manifest of millions of rows
-    is better given as JSONL or Parquet)."""
+    line, CSV a block at a time (both gunzipped as they stream; damage raises
+    :class:`DamagedManifestError` when it is reached, so read to the end before acting on
+    any row), Parquet a row group at a time."""
     fmt = manifest_format(uri)
-    if fmt == "csv":
-        yield from read_rows(uri)
-        return
     fs, path = storage.filesystem(uri)
     if storage.is_s3(uri) and fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no object at {uri}")
@@ -390,15 +416,17 @@ def stream_rows(uri: str) -> Iterator[tuple[int, Row | ApaError]]:
         return
     with fs.open_input_stream(path, compression=None) as raw:
         stream = gzip.GzipFile(fileobj=raw) if uri.lower().endswith(".gz") else raw
-        lines = 0
+        rows = _jsonl_rows(_lines(stream)) if fmt == "jsonl" else _csv_rows(stream)
+        number = 0
         try:
-            for lines, row in _jsonl_rows(_lines(stream)):  # noqa: B007 (lines: for the message)
-                yield lines, row
+            for number, row in rows:  # noqa: B007 (number: for the message)
+                yield number, row
         except (EOFError, OSError, zlib.error) as e:
             damage = "truncated" if isinstance(e, EOFError) else "corrupt"
+            where = "lines" if fmt == "jsonl" else "rows"
             raise DamagedManifestError(
-                f"{uri}: {damage} gzip data ({e}) after {lines:,} lines; refusing the whole "
-                f"file rather than scoring only the rows before the damage: copy or "
+                f"{uri}: {damage} gzip data ({e}) after {number:,} {where}; refusing the "
+                f"whole file rather than scoring only the rows before the damage: copy or "
                 f"compress it again"
             ) from None
 

@@ -6,7 +6,9 @@ as shards, then shard by shard, it yields exactly the input rows the whole-file 
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +18,8 @@ import pytest
 from apa.batch import rows as stages
 from apa.batch.commits import commit_part_set
 from apa.batch.inputs import (
+    HEARTBEAT,
+    Heartbeat,
     InputIndex,
     InputReport,
     expand_lane,
@@ -25,6 +29,7 @@ from apa.batch.inputs import (
     new_key,
     pass_report,
     remove_shards,
+    remove_stale_runs,
 )
 from apa.data.manifest import DamagedManifestError, read_manifest, read_rows, stream_rows
 from apa.schema import ErrorRecord
@@ -198,12 +203,32 @@ def test_a_truncated_gzip_manifest_yields_nothing(tmp_path: Path) -> None:
     assert not shards.exists()  # not one shard written
 
 
-@pytest.mark.parametrize("ending", [".jsonl", ".jsonl.gz", ".parquet"])
+def _csv_blocks() -> bytes:
+    """A CSV of several of the reader's 1 MiB blocks: a byte-order mark, rows with the wrong
+    number of cells, invalid UTF-8 and quoted line breaks scattered over the blocks."""
+    lines = [b"\xef\xbb\xbfid,audio,text"]
+    for i in range(80_000):
+        if i % 9_001 == 5:
+            lines.append(f"u{i},a.wav".encode())  # a cell short
+        elif i % 7_919 == 3:
+            lines.append(f'u{i},a.wav,"two\nlines"'.encode())
+        elif i % 13_003 == 11:
+            lines.append(f"u{i},a.wav,we \xff call".encode("latin-1"))
+        else:
+            lines.append(f"u{i},audio/{i}.wav,we call you".encode())
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.parametrize("ending", [".jsonl", ".jsonl.gz", ".parquet", ".csv", ".csv.gz"])
 def test_streamed_rows_are_the_whole_file_rows(tmp_path: Path, ending: str) -> None:
     path = tmp_path / f"m{ending}"
     if ending == ".parquet":
         rows = [{"id": f"u{i}", "audio": "a.wav", "text": "we"} for i in range(10_000)]
         pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=3000)
+    elif ending.startswith(".csv"):
+        data = _csv_blocks()
+        assert len(data) > 2 * 1024 * 1024
+        path.write_bytes(gzip.compress(data) if ending.endswith(".gz") else data)
     else:
         data = ("\n".join(LINES) + "\n").encode()
         path.write_bytes(gzip.compress(data) if ending.endswith(".gz") else data)
@@ -224,3 +249,88 @@ def test_the_index_finds_duplicates_and_done_ids_on_disk(tmp_path: Path) -> None
     index.close()
     assert (tmp_path / "index.sqlite").stat().st_size > 0
     assert pickle.loads(pending[0][2]) == {"id": "u1"}
+
+
+def test_a_csv_manifest_streams_a_block_at_a_time(tmp_path: Path) -> None:
+    """A CSV of millions of rows is read a block at a time: Arrow's memory while the rows
+    stream stays a fraction of the file (read whole, the table alone was the file's size)."""
+    path = tmp_path / "m.csv"
+    with path.open("wb") as f:
+        f.write(b"id,audio,text\n")
+        for i in range(200_000):
+            f.write(f"utt-{i:08d},audio/speaker-{i % 97}/{i:08d}.wav,we call it a day\n".encode())
+    size = path.stat().st_size
+    assert size > 10 * 1024 * 1024
+    peak = rows = 0
+    for number, row in stream_rows(str(path)):
+        rows += 1
+        assert row["id"] == f"utt-{number - 1:08d}"
+        if number % 5_000 == 0:
+            peak = max(peak, pa.total_allocated_bytes())
+    assert rows == 200_000
+    assert peak < size / 4, (peak, size)
+
+
+def test_a_truncated_gzip_csv_is_refused_while_it_streams(tmp_path: Path) -> None:
+    data = gzip.compress(_csv_blocks())
+    path = tmp_path / "m.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DamagedManifestError, match=r"truncated gzip data .* after [\d,]+ rows"):
+        list(stream_rows(str(path)))
+
+
+def _age(path: Path, seconds: float) -> None:
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_a_heartbeat_beats_until_the_run_ends(tmp_path: Path) -> None:
+    beat = tmp_path / "_inputs" / "run" / HEARTBEAT
+    with Heartbeat(str(tmp_path / "_inputs" / "run"), interval_s=0.05):
+        assert beat.is_file()  # written before the run does anything
+        _age(beat, 3600)
+        deadline = time.monotonic() + 5
+        while beat.stat().st_mtime < time.time() - 60 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert beat.stat().st_mtime > time.time() - 60  # beaten again
+    _age(beat, 3600)
+    time.sleep(0.2)
+    assert beat.stat().st_mtime < time.time() - 60  # and never after
+
+
+def test_only_the_shards_of_runs_whose_heartbeat_stopped_are_removed(tmp_path: Path) -> None:
+    inputs = tmp_path / "_inputs"
+    shard = "pass-1/shard-000000.pkl"
+    for run in ("own", "beating", "stopped", "killed_before_a_beat", "starting"):
+        (inputs / run / "pass-1").mkdir(parents=True)
+    Heartbeat(str(inputs / "own")).beat()
+    for run in ("beating", "stopped"):
+        Heartbeat(str(inputs / run)).beat()
+        (inputs / run / shard).write_bytes(b"x")
+        _age(inputs / run / shard, 7200)  # shards are old in a long run; the beat decides
+    _age(inputs / "stopped" / HEARTBEAT, 1000)
+    (inputs / "killed_before_a_beat" / shard).write_bytes(b"x")
+    _age(inputs / "killed_before_a_beat" / shard, 1000)
+
+    live = remove_stale_runs(str(inputs), "own", stale_after_s=900)
+
+    assert live == ["beating", "starting"]  # "starting": no file yet, so no age
+    assert sorted(p.name for p in inputs.iterdir()) == ["beating", "own", "starting"]
+
+
+def test_stale_runs_on_s3_are_aged_by_the_storage_clock(s3) -> None:
+    client, bucket = s3
+    inputs = f"s3://{bucket}/out/_inputs"
+    for run in ("stopped", "beating"):
+        client.put_object(
+            Bucket=bucket, Key=f"out/_inputs/{run}/pass-1/shard-000000.pkl", Body=b"x"
+        )
+    Heartbeat(f"{inputs}/stopped").beat()
+    time.sleep(2.1)  # S3 keeps modification times to the second
+    Heartbeat(f"{inputs}/own").beat()
+    Heartbeat(f"{inputs}/beating").beat()
+
+    assert remove_stale_runs(inputs, "own", stale_after_s=1) == ["beating"]
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert not any("/stopped/" in k for k in keys)
+    assert any("/beating/pass-1/" in k for k in keys)

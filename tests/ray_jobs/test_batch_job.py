@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import time
 from collections import Counter
 
 import pytest
@@ -78,11 +80,20 @@ def test_the_driver_never_reads_the_manifest_and_every_row_is_accounted_for(
     monkeypatch.setattr("ray_jobs.batch_score.read_utterances", refuse)
     monkeypatch.setattr("apa.data.manifest.read_rows", refuse)
     out = str(tmp_path / "out")
+    # shards of a run killed outright an hour ago (its heartbeat stopped), and of one going on
+    inputs = tmp_path / "out" / "_inputs"
+    for run, age_s in (("killed", 3600), ("running", 0)):
+        (inputs / run / "pass-1").mkdir(parents=True)
+        for name in ("heartbeat", "pass-1/shard-000000.pkl"):
+            (inputs / run / name).write_bytes(b"x")
+            stamp = time.time() - age_s
+            os.utime(inputs / run / name, (stamp, stamp))
     # one row per read block: one row per shard, ten shards over the lanes
     summary = run_batch(job_settings(str(manifest), out, rows_per_part=3, rows_per_read_block=1))
 
     assert Counter(_ids(out, "utterances") + _ids(out, "errors")) == expected
-    assert not list((tmp_path / "out" / "_inputs").iterdir())  # the run's shards are gone
+    # the run's shards are gone, and the killed run's; the running run's are left alone
+    assert [p.name for p in inputs.iterdir()] == ["running"]
     errors = {e["utterance_id"]: e["reason"] for e in read_table(f"{out}/errors").to_pylist()}
     assert errors[first["id"]] == "input.duplicate_id"
     assert (errors["<row 9>"], errors["<row 10>"]) == ("input.malformed_row", "input.missing_field")
