@@ -13,7 +13,10 @@ sizes: 240 train sentences x 4 takes, 40 held-out sentences x 4, 3-5 words):
     the tiny LMM fine-tuned with ``TINY_RECIPE`` (``apa finetune``, through
     ``benchmarks/learnability.py``);
 ``aligned``
-    the same with ``alignment=spans`` (``docs/alignment-informed-scoring.md``).
+    the same with ``alignment=spans`` (``docs/alignment-informed-scoring.md``);
+``aligned+next``
+    the same with ``alignment=spans+next`` (each phone also sees its right neighbour's
+    audio before it is scored).
 
 It prints, per system, held-out PCC and SCC per level and aspect, and the AUC of the phone
 accuracy for telling substituted phones from intact ones
@@ -51,7 +54,9 @@ from apa.metrics.evaluate import evaluate_system  # noqa: E402
 from apa.schema import Assessment  # noqa: E402
 from apa.tables import read_assessments  # noqa: E402
 
-SYSTEMS = ("gop", "plain", "aligned")
+ALIGNMENT_OF = {"plain": "off", "aligned": "spans", "aligned+next": "spans+next"}
+"""The LMM systems and the ``alignment`` each fine-tunes and scores with."""
+SYSTEMS = ("gop", *ALIGNMENT_OF)
 ROWS = [
     ("sentence", "accuracy"),
     ("sentence", "fluency"),
@@ -138,9 +143,7 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict]
             corpus, _ = learnability.write_corpus(corpus_args(args, seed))
             predictions, wall = gop_system(corpus, args)
         else:
-            predictions, wall, corpus = lmm_system(
-                args, seed, "spans" if system == "aligned" else "off"
-            )
+            predictions, wall, corpus = lmm_system(args, seed, ALIGNMENT_OF[system])
         result = {**measure(predictions, corpus, args.rules), "wall_s": round(wall, 1)}
         result.update(seed=seed, system=system, rules=args.rules, device="cpu")
         path.write_text(json.dumps(result))

@@ -311,8 +311,9 @@ class LmmScorer:
         self.prompt: PromptStyle = prompt
         """The instruction's style (:func:`apa.lmm.prompt.instruction`)."""
         self.alignment: AlignmentUse = alignment
-        """``spans``: each utterance is force-aligned (:meth:`align`) and each canonical
-        phone's audio reaches the model at the phone (:meth:`_add_alignment`)."""
+        """``spans`` (``spans+next``): each utterance is force-aligned (:meth:`align`) and
+        each canonical phone's audio reaches the model at the phone (and before the previous
+        phone: :meth:`_add_alignment`)."""
         self._aligners = threading.local()
         self._alignments: weakref.WeakKeyDictionary[
             PreparedUtterance, Alignment | AlignmentError
@@ -587,16 +588,22 @@ class LmmScorer:
         phone's audio (the mean of the audio embeddings its aligned span covers: at least
         one) added at the two places that read the phone's slots: the token before its score
         slot (the phone's name) and the score slot itself (before its pronounced slot).
+        With ``spans+next``, the next phone's audio is also added one token before that
+        name token (a token no slot is read from): a causal model then scores a phone having
+        seen its right neighbour, which tells a substituted neighbour's sound that the
+        aligner let into this phone's span from this phone's own.
         Audio embeddings are spread evenly over the clip (25 per second for Qwen2-Audio,
         12.5 for Phi-4), so a span in seconds maps to embeddings by the clip's duration.
         Out of place: gradients reach the audio encoder through the additions too."""
         rows, length, hidden = embeds.shape
         flat = embeds.reshape(rows * length, hidden)
-        sources: list[int] = []
-        groups: list[int] = []
-        targets: list[int] = []
-        counts: list[int] = []
+        sources: list[int] = []  # audio embeddings, by their row in ``flat``
+        groups: list[int] = []  # the phone (pooled row) each source belongs to
+        counts: list[int] = []  # per phone, its sources
+        targets: list[int] = []  # rows of ``flat`` that get a pooled phone added
+        pooled_rows: list[int] = []  # per target, the phone added there
         audio = (batch.input_ids == self._audio_id).cpu()
+        lookahead = self.alignment == "spans+next"
         for i, e in enumerate(encoded):
             alignment = e.job.alignment
             if alignment is None:
@@ -604,15 +611,20 @@ class LmmScorer:
             columns = audio[i].nonzero().squeeze(1).tolist()
             n = len(columns)
             duration = len(e.samples) / e.job.item.audio.sample_rate
-            start = batch.answer_starts[i]
-            for phone, read in zip(alignment.phones, e.job.reference.phone_reads, strict=True):
+            at = i * length + batch.answer_starts[i]
+            reads = e.job.reference.phone_reads
+            for k, (phone, read) in enumerate(zip(alignment.phones, reads, strict=True)):
                 first = min(n - 1, max(0, int(phone.start_s * n / duration)))
                 stop = max(first + 1, min(n, math.ceil(phone.end_s * n / duration)))
                 group = len(counts)
                 sources += [i * length + columns[c] for c in range(first, stop)]
                 groups += [group] * (stop - first)
                 counts.append(stop - first)
-                targets += [i * length + start + read, i * length + start + read + 1]
+                targets += [at + read, at + read + 1]
+                pooled_rows += [group, group]
+                if lookahead and k > 0:  # this phone, before the previous one's name
+                    targets.append(at + reads[k - 1] - 1)
+                    pooled_rows.append(group)
         if not counts:
             return embeds
         device = embeds.device
@@ -620,7 +632,9 @@ class LmmScorer:
             0, torch.tensor(groups, device=device), flat[torch.tensor(sources, device=device)]
         ) / torch.tensor(counts, device=device, dtype=flat.dtype).unsqueeze(1)
         added = flat.index_add(
-            0, torch.tensor(targets, device=device), pooled.repeat_interleave(2, dim=0)
+            0,
+            torch.tensor(targets, device=device),
+            pooled[torch.tensor(pooled_rows, device=device)],
         )
         return added.reshape(rows, length, hidden)
 

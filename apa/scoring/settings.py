@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from apa.lmm.prompt import AlignmentUse
 from apa.text import DEFAULT_MAX_TEXT_CHARS
 
 DEFAULT_MODEL = "auto"
@@ -50,11 +51,12 @@ class ScoringSettings(BaseSettings):
         description="LMM scores: 'expected' is the expected value over the allowed score "
         "tokens (continuous), 'greedy' the most probable score (an integer)",
     )
-    alignment: Literal["off", "spans"] | None = Field(
+    alignment: AlignmentUse | None = Field(
         default=None,
         description="LMM with the forced alignment in hand: 'spans' force-aligns each "
         "utterance (pocketsphinx) and adds each canonical phone's audio at its place in the "
-        "answer (for an adapter trained so: apa finetune --set alignment=spans); an "
+        "answer, 'spans+next' also the next phone's audio just before it (for an adapter "
+        "trained so: apa finetune --set alignment=...); an "
         "utterance the aligner cannot align is scored on the plain path (column "
         "scoring_path); unset: as the adapter was trained (its training card), else 'off'",
     )

@@ -78,8 +78,11 @@ def test_aligned_batches_equal_single_utterances(scored, name) -> None:
         assert scores_of(b) == pytest.approx(scores_of(s), abs=1e-5)
 
 
-def test_each_phone_gets_the_mean_of_its_spans_audio_embeddings(loaded_models, items) -> None:
-    scorer = LmmScorer(loaded_models[TINY_QWEN2_AUDIO], mode="one-pass", alignment="spans")
+@pytest.mark.parametrize("use", ["spans", "spans+next"])
+def test_each_phone_gets_the_mean_of_its_spans_audio_embeddings(loaded_models, items, use) -> None:
+    """At the phone's name and score slot; with ``spans+next`` also one token before the
+    previous phone's name, a token no slot is read from."""
+    scorer = LmmScorer(loaded_models[TINY_QWEN2_AUDIO], mode="one-pass", alignment=use)
     encoded = scorer.encode(items[:2])
     batch = scorer._batch(encoded)
     with torch.inference_mode():
@@ -91,13 +94,19 @@ def test_each_phone_gets_the_mean_of_its_spans_audio_embeddings(loaded_models, i
         audio = (batch.input_ids[i] == scorer._audio_id).nonzero().squeeze(1)
         n, seconds = len(audio), e.job.item.audio.duration_s
         expected = torch.zeros_like(embeds[i])
-        for phone, read in zip(alignment.phones, e.job.reference.phone_reads, strict=True):
+        reads = e.job.reference.phone_reads
+        read_slots = {batch.answer_starts[i] + o - 1 for o in e.job.reference.slot_offsets}
+        for k, (phone, read) in enumerate(zip(alignment.phones, reads, strict=True)):
             first = int(phone.start_s * n / seconds)
             stop = max(first + 1, int(np.ceil(phone.end_s * n / seconds)))
             mean = embeds[i, audio[first:stop]].mean(0)
             at = batch.answer_starts[i] + read
             expected[at] += mean  # the phone's name: reads its score slot
             expected[at + 1] += mean  # its score slot: reads its pronounced slot
+            if use == "spans+next" and k > 0:
+                before = batch.answer_starts[i] + reads[k - 1] - 1
+                assert before not in read_slots
+                expected[before] += mean
         torch.testing.assert_close(added[i] - embeds[i], expected, atol=1e-5, rtol=0)
 
 
