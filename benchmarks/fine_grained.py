@@ -14,9 +14,10 @@ sizes: 240 train sentences x 4 takes, 40 held-out sentences x 4, 3-5 words):
     ``benchmarks/learnability.py``);
 ``aligned``
     the same with ``alignment=spans`` (``docs/alignment-informed-scoring.md``);
-``aligned+next``
+``aligned+next``, ``aligned+words``, ``aligned+next+words``
     the same with ``alignment=spans+next`` (each phone also sees its right neighbour's
-    audio before it is scored).
+    audio before it is scored), ``spans+words`` (each word's audio where its scores are
+    read) or both (``--systems``; the default is the first three systems).
 
 It prints, per system, held-out PCC and SCC per level and aspect, and the AUC of the phone
 accuracy for telling substituted phones from intact ones
@@ -54,9 +55,16 @@ from apa.metrics.evaluate import evaluate_system  # noqa: E402
 from apa.schema import Assessment  # noqa: E402
 from apa.tables import read_assessments  # noqa: E402
 
-ALIGNMENT_OF = {"plain": "off", "aligned": "spans", "aligned+next": "spans+next"}
+ALIGNMENT_OF = {
+    "plain": "off",
+    "aligned": "spans",
+    "aligned+next": "spans+next",
+    "aligned+words": "spans+words",
+    "aligned+next+words": "spans+next+words",
+}
 """The LMM systems and the ``alignment`` each fine-tunes and scores with."""
 SYSTEMS = ("gop", *ALIGNMENT_OF)
+DEFAULT_SYSTEMS = ("gop", "plain", "aligned")
 ROWS = [
     ("sentence", "accuracy"),
     ("sentence", "fluency"),
@@ -197,7 +205,7 @@ def _span(values: list[float | None], fmt: str = "{:.3f}") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(DEFAULT_SYSTEMS))
     parser.add_argument("--gop-takes", type=int, default=1)
     learnability.add_run_arguments(parser, work="/tmp/apa-fine-grained")
     parser.add_argument("--json", action="store_true")

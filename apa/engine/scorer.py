@@ -170,6 +170,9 @@ class Reference:
     """Per canonical phone (in order), the index in :attr:`answer` of the token whose
     output reads the phone's score slot (the one before the slot): where alignment-informed
     scoring adds the phone's audio (:meth:`LmmScorer._add_alignment`)."""
+    word_reads: tuple[tuple[int, ...], ...] = ()
+    """Per word (in order), the indices in :attr:`answer` of the tokens whose outputs read
+    the word's score slots: where ``+words`` scoring adds the word's audio."""
 
 
 @dataclass(frozen=True)
@@ -492,6 +495,14 @@ class LmmScorer:
             for slot, offset in zip(template.slots, slot_offsets, strict=True)
             if slot.level == "phone" and slot.kind == "score2"
         )
+        word_reads = tuple(
+            tuple(
+                offset - 1
+                for slot, offset in zip(template.slots, slot_offsets, strict=True)
+                if slot.level == "word" and slot.word == w
+            )
+            for w in range(len(words))
+        )
         return Reference(
             template,
             prompt,
@@ -501,6 +512,7 @@ class LmmScorer:
             answer=tuple(ids),
             slot_offsets=slot_offsets,
             phone_reads=phone_reads,
+            word_reads=word_reads,
         )
 
     def _encode(self, job: Job, mode: Mode | None = None) -> Encoded:
@@ -588,22 +600,25 @@ class LmmScorer:
         phone's audio (the mean of the audio embeddings its aligned span covers: at least
         one) added at the two places that read the phone's slots: the token before its score
         slot (the phone's name) and the score slot itself (before its pronounced slot).
-        With ``spans+next``, the next phone's audio is also added one token before that
-        name token (a token no slot is read from): a causal model then scores a phone having
+        With ``+next``, the next phone's audio is also added one token before that name
+        token (a token no slot is read from): a causal model then scores a phone having
         seen its right neighbour, which tells a substituted neighbour's sound that the
-        aligner let into this phone's span from this phone's own.
+        aligner let into this phone's span from this phone's own. With ``+words``, each
+        word's audio (the mean over the word's aligned span) is added at the tokens that
+        read the word's score slots: how much of the word sounds wrong does not depend on
+        where its phones' boundaries fell.
         Audio embeddings are spread evenly over the clip (25 per second for Qwen2-Audio,
         12.5 for Phi-4), so a span in seconds maps to embeddings by the clip's duration.
         Out of place: gradients reach the audio encoder through the additions too."""
         rows, length, hidden = embeds.shape
         flat = embeds.reshape(rows * length, hidden)
         sources: list[int] = []  # audio embeddings, by their row in ``flat``
-        groups: list[int] = []  # the phone (pooled row) each source belongs to
-        counts: list[int] = []  # per phone, its sources
-        targets: list[int] = []  # rows of ``flat`` that get a pooled phone added
-        pooled_rows: list[int] = []  # per target, the phone added there
+        groups: list[int] = []  # the span (pooled row) each source belongs to
+        counts: list[int] = []  # per span, its sources
+        targets: list[int] = []  # rows of ``flat`` that get a pooled span added
+        pooled_rows: list[int] = []  # per target, the span added there
         audio = (batch.input_ids == self._audio_id).cpu()
-        lookahead = self.alignment == "spans+next"
+        parts = set(self.alignment.split("+"))
         for i, e in enumerate(encoded):
             alignment = e.job.alignment
             if alignment is None:
@@ -613,18 +628,25 @@ class LmmScorer:
             duration = len(e.samples) / e.job.item.audio.sample_rate
             at = i * length + batch.answer_starts[i]
             reads = e.job.reference.phone_reads
+            spans: list[tuple[float, float, list[int]]] = []  # span, where it is added
             for k, (phone, read) in enumerate(zip(alignment.phones, reads, strict=True)):
-                first = min(n - 1, max(0, int(phone.start_s * n / duration)))
-                stop = max(first + 1, min(n, math.ceil(phone.end_s * n / duration)))
-                group = len(counts)
+                where = [at + read, at + read + 1]
+                if "next" in parts and k > 0:  # also before the previous phone's name
+                    where.append(at + reads[k - 1] - 1)
+                spans.append((phone.start_s, phone.end_s, where))
+            if "words" in parts:
+                for word, word_reads in zip(
+                    alignment.words, e.job.reference.word_reads, strict=True
+                ):
+                    spans.append((word.start_s, word.end_s, [at + r for r in word_reads]))
+            for start_s, end_s, where in spans:
+                first = min(n - 1, max(0, int(start_s * n / duration)))
+                stop = max(first + 1, min(n, math.ceil(end_s * n / duration)))
                 sources += [i * length + columns[c] for c in range(first, stop)]
-                groups += [group] * (stop - first)
+                groups += [len(counts)] * (stop - first)
+                targets += where
+                pooled_rows += [len(counts)] * len(where)
                 counts.append(stop - first)
-                targets += [at + read, at + read + 1]
-                pooled_rows += [group, group]
-                if lookahead and k > 0:  # this phone, before the previous one's name
-                    targets.append(at + reads[k - 1] - 1)
-                    pooled_rows.append(group)
         if not counts:
             return embeds
         device = embeds.device

@@ -60,8 +60,9 @@ class TrainConfig(BaseModel):
         "off",
         description="'spans': every utterance is force-aligned (pocketsphinx) and each "
         "canonical phone's audio is added at the phone's place in the answer "
-        "(docs/alignment-informed-scoring.md); 'spans+next': also the next phone's audio "
-        "one token before each phone's name; recorded in training.json, a scorer loading "
+        "(docs/alignment-informed-scoring.md); '+next': also the next phone's audio one "
+        "token before each phone's name; '+words': also each word's audio where its scores "
+        "are read; recorded in training.json, a scorer loading "
         "the adapter does the same. 'off': the plain path.",
     )
     rank: int = Field(8, ge=1, description="LoRA rank r.")

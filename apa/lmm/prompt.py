@@ -50,13 +50,14 @@ from apa.lmm.answer import AnswerTemplate
 PromptStyle = Literal["rubric", "brief"]
 PROMPT_STYLES: tuple[str, ...] = get_args(PromptStyle)
 
-AlignmentUse = Literal["off", "spans", "spans+next"]
+AlignmentUse = Literal["off", "spans", "spans+next", "spans+words", "spans+next+words"]
 """What of the forced alignment reaches the model besides the prompt: ``off`` nothing;
 ``spans`` each canonical phone's audio, added at the phone's place in the answer
 (:meth:`apa.engine.scorer.LmmScorer.align`, ``docs/alignment-informed-scoring.md``);
-``spans+next`` that, and the next phone's audio one token before the phone's name, so
-the model has read a phone's right neighbour before it scores the phone. Like the style,
-part of what an adapter was trained with."""
+``+next`` also the next phone's audio one token before the phone's name, so the model has
+read a phone's right neighbour before it scores the phone; ``+words`` also each word's
+audio where the word's scores are read. Like the style, part of what an adapter was
+trained with."""
 ALIGNMENT_USES: tuple[str, ...] = get_args(AlignmentUse)
 
 RUBRIC = """\

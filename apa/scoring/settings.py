@@ -55,8 +55,9 @@ class ScoringSettings(BaseSettings):
         default=None,
         description="LMM with the forced alignment in hand: 'spans' force-aligns each "
         "utterance (pocketsphinx) and adds each canonical phone's audio at its place in the "
-        "answer, 'spans+next' also the next phone's audio just before it (for an adapter "
-        "trained so: apa finetune --set alignment=...); an "
+        "answer ('+next': also the next phone's audio just before it; '+words': each word's "
+        "audio where its scores are read; for an adapter trained so: apa finetune --set "
+        "alignment=...); an "
         "utterance the aligner cannot align is scored on the plain path (column "
         "scoring_path); unset: as the adapter was trained (its training card), else 'off'",
     )

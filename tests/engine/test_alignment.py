@@ -78,10 +78,20 @@ def test_aligned_batches_equal_single_utterances(scored, name) -> None:
         assert scores_of(b) == pytest.approx(scores_of(s), abs=1e-5)
 
 
-@pytest.mark.parametrize("use", ["spans", "spans+next"])
+def span_mean(embeds: torch.Tensor, audio: torch.Tensor, seconds: float, span) -> torch.Tensor:
+    """The mean of the audio embeddings (at ``audio``, spread over ``seconds``) that
+    ``span`` covers: at least one."""
+    n = len(audio)
+    first = int(span.start_s * n / seconds)
+    stop = max(first + 1, int(np.ceil(span.end_s * n / seconds)))
+    return embeds[audio[first:stop]].mean(0)
+
+
+@pytest.mark.parametrize("use", ["spans", "spans+next", "spans+words", "spans+next+words"])
 def test_each_phone_gets_the_mean_of_its_spans_audio_embeddings(loaded_models, items, use) -> None:
-    """At the phone's name and score slot; with ``spans+next`` also one token before the
-    previous phone's name, a token no slot is read from."""
+    """At the phone's name and score slot; with ``+next`` also one token before the
+    previous phone's name, a token no slot is read from; with ``+words`` each word's audio
+    where its three scores are read."""
     scorer = LmmScorer(loaded_models[TINY_QWEN2_AUDIO], mode="one-pass", alignment=use)
     encoded = scorer.encode(items[:2])
     batch = scorer._batch(encoded)
@@ -92,21 +102,32 @@ def test_each_phone_gets_the_mean_of_its_spans_audio_embeddings(loaded_models, i
         alignment = e.job.alignment
         assert alignment is not None
         audio = (batch.input_ids[i] == scorer._audio_id).nonzero().squeeze(1)
-        n, seconds = len(audio), e.job.item.audio.duration_s
+        seconds = e.job.item.audio.duration_s
         expected = torch.zeros_like(embeds[i])
         reads = e.job.reference.phone_reads
-        read_slots = {batch.answer_starts[i] + o - 1 for o in e.job.reference.slot_offsets}
+        answer = batch.answer_starts[i]
+        read_slots = {answer + o - 1 for o in e.job.reference.slot_offsets}
         for k, (phone, read) in enumerate(zip(alignment.phones, reads, strict=True)):
-            first = int(phone.start_s * n / seconds)
-            stop = max(first + 1, int(np.ceil(phone.end_s * n / seconds)))
-            mean = embeds[i, audio[first:stop]].mean(0)
-            at = batch.answer_starts[i] + read
-            expected[at] += mean  # the phone's name: reads its score slot
-            expected[at + 1] += mean  # its score slot: reads its pronounced slot
-            if use == "spans+next" and k > 0:
-                before = batch.answer_starts[i] + reads[k - 1] - 1
+            mean = span_mean(embeds[i], audio, seconds, phone)
+            expected[answer + read] += mean  # the phone's name: reads its score slot
+            expected[answer + read + 1] += mean  # its score slot: reads its pronounced slot
+            if "+next" in use and k > 0:
+                before = answer + reads[k - 1] - 1
                 assert before not in read_slots
                 expected[before] += mean
+        if "+words" in use:
+            for w, word in enumerate(alignment.words):
+                word_slots = [
+                    answer + o - 1
+                    for slot, o in zip(
+                        e.job.template.slots, e.job.reference.slot_offsets, strict=True
+                    )
+                    if slot.level == "word" and slot.word == w
+                ]
+                assert [answer + r for r in e.job.reference.word_reads[w]] == word_slots
+                assert len(word_slots) == 3  # accuracy, stress, total
+                for at in word_slots:
+                    expected[at] += span_mean(embeds[i], audio, seconds, word)
         torch.testing.assert_close(added[i] - embeds[i], expected, atol=1e-5, rtol=0)
 
 
