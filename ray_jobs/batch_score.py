@@ -68,6 +68,7 @@ from apa.log import configure_logging, get_logger
 from apa.scoring.pipeline import concurrency_guard
 from apa.scoring.settings import ScoringSettings
 from apa.scoring.summary import SUMMARY_FILE, write_summary
+from ray_jobs.data_stats import bound_block_stats
 from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
@@ -246,8 +247,11 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
     (a write lost to a concurrent run into the same output, or trimmed as its duplicate and
     then lost) goes through another pass. A manifest is read on workers, shard by shard
     (:func:`run_manifest_passes`); a Speechocean762 directory or a ``--texts`` sidecar
-    input (small by nature) is read by the driver (:func:`run_in_memory_passes`)."""
+    input (small by nature) is read by the driver (:func:`run_in_memory_passes`).
+    Ray Data's per-block statistics are bounded in the driver
+    (:func:`ray_jobs.data_stats.bound_block_stats`), which otherwise grow with the rows."""
     started = time.perf_counter()
+    bound_block_stats()
     out = settings.output_uri
     repairs = Repairs()
     streamed = settings.texts is None and not _is_local_dir(settings.input_uri)
