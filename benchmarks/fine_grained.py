@@ -21,10 +21,11 @@ sizes: 240 train sentences x 4 takes, 40 held-out sentences x 4, 3-5 words):
 
 It prints, per system, held-out PCC and SCC per level and aspect, and the AUC of the phone
 accuracy for telling substituted phones from intact ones
-(:func:`apa.metrics.detection.phone_error_auc`; on rules version 4, also near-pair
-substitutions and deletions as one class: every phone with an error), with the wall time
-and the device. Results are kept per seed and system under ``--work`` (a run is not
-repeated; delete its JSON to redo it)::
+(:func:`apa.metrics.detection.phone_error_auc`; on rules version 4, the AUC for each kind of
+error apart, :func:`apa.synth.corpus.error_kind`, and for all of them as one class), with
+the wall time and the device. Results are kept per seed and system under ``--work``, with
+the held-out predictions beside them (a run is not repeated; delete its JSON to measure
+its saved predictions again, and those too to redo the run)::
 
     .venv/bin/python benchmarks/fine_grained.py --seeds 0 1 2            # ~25 min per seed
     .venv/bin/python benchmarks/fine_grained.py --seeds 0 --rules 4
@@ -42,6 +43,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,7 +55,8 @@ from apa.data.inputs import read_utterances  # noqa: E402
 from apa.metrics.detection import phone_error_auc  # noqa: E402
 from apa.metrics.evaluate import evaluate_system  # noqa: E402
 from apa.schema import Assessment  # noqa: E402
-from apa.tables import read_assessments  # noqa: E402
+from apa.synth.corpus import ErrorKind, error_kind  # noqa: E402
+from apa.tables import read_assessments, write_assessments_jsonl  # noqa: E402
 
 ALIGNMENT_OF = {
     "plain": "off",
@@ -73,7 +76,7 @@ ROWS = [
     ("word", "total"),
     ("phone", "accuracy"),
 ]
-ALL_ERRORS = ("substitution", "deletion")
+ERROR_KINDS = get_args(ErrorKind)
 
 
 def corpus_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
@@ -134,8 +137,16 @@ def measure(predictions: list[Assessment], corpus: Path, rules: int) -> dict:
         "scored": len(predictions),
         "held_out": len(gold),
     }
-    if rules >= 4:
-        out["auc_any_error"] = phone_error_auc(predictions, gold, kinds=ALL_ERRORS).auc
+    if rules >= 4:  # each kind of error apart, then all as one class
+        for kind in ERROR_KINDS:
+            detection = phone_error_auc(
+                predictions, gold, mispronounced=lambda ph, kind=kind: error_kind(ph) == kind
+            )
+            out[f"auc_{kind}"] = detection.auc
+            out[f"n_{kind}"] = detection.mispronounced
+        out["auc_any_error"] = phone_error_auc(
+            predictions, gold, mispronounced=lambda ph: error_kind(ph) is not None
+        ).auc
     return out
 
 
@@ -146,12 +157,21 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict]
         if path.is_file():
             results[system] = json.loads(path.read_text())
             continue
-        print(f"seed {seed}: {system} ...", flush=True)
-        if system == "gop":
+        saved = path.with_name(path.stem.replace("result-", "predictions-") + ".jsonl")
+        if saved.is_file():  # measured again from the run's saved predictions
+            print(f"seed {seed}: {system} (measuring {saved.name}) ...", flush=True)
             corpus, _ = learnability.write_corpus(corpus_args(args, seed))
-            predictions, wall = gop_system(corpus, args)
+            predictions = read_assessments(str(saved))
+            wall = json.loads(saved.with_suffix(".wall").read_text())
         else:
-            predictions, wall, corpus = lmm_system(args, seed, ALIGNMENT_OF[system])
+            print(f"seed {seed}: {system} ...", flush=True)
+            if system == "gop":
+                corpus, _ = learnability.write_corpus(corpus_args(args, seed))
+                predictions, wall = gop_system(corpus, args)
+            else:
+                predictions, wall, corpus = lmm_system(args, seed, ALIGNMENT_OF[system])
+            write_assessments_jsonl(predictions, str(saved))
+            saved.with_suffix(".wall").write_text(json.dumps(wall))
         result = {**measure(predictions, corpus, args.rules), "wall_s": round(wall, 1)}
         result.update(seed=seed, system=system, rules=args.rules, device="cpu")
         path.write_text(json.dumps(result))
@@ -186,7 +206,8 @@ def report(all_results: dict[int, dict[str, dict]], args: argparse.Namespace) ->
             sccs = [all_results[seed][s]["metrics"].get(key, {}).get("scc") for seed in seeds]
             cells.append(f"{_span(pccs)} ({_span(sccs)})")
         print(f"{key:<18}" + "".join(f"{c:>32}" for c in cells))
-    for name in ("auc_substitution", "auc_any_error"):
+    aucs = ["auc_substitution", *(f"auc_{kind}" for kind in ERROR_KINDS), "auc_any_error"]
+    for name in aucs:
         if any(name in all_results[seed][s] for seed in seeds for s in systems):
             cells = [_span([all_results[seed][s].get(name) for seed in seeds]) for s in systems]
             print(f"{name:<18}" + "".join(f"{c:>32}" for c in cells))

@@ -3,8 +3,10 @@ under the ROC curve (AUC) of the predicted phone accuracy as a detector.
 
 Phones are paired with the human scores by utterance id, word index and phone index (the
 canonical phone must agree, stress ignored). A human phone is *mispronounced* when its
-``error`` is one of ``kinds`` (``substitution`` by default), *intact* when it has no error
-and the top accuracy (2); phones in between (an accent, scored 1) are left out. The AUC is
+``error`` is one of ``kinds`` (``substitution`` by default), or, where a ``mispronounced``
+test is given instead, when that test says so (a missed phone, for one, is marked by its
+accuracy alone); *intact* when it has no error and the top accuracy (2); phones in between
+(an accent, scored 1) are left out. The AUC is
 the probability that a random intact phone gets a higher predicted accuracy than a random
 mispronounced one, ties counting one half: the Mann-Whitney U statistic over the product of
 the two counts (:func:`scipy.stats.mannwhitneyu`). 0.5 is chance, 1 a perfect detector.
@@ -12,12 +14,12 @@ the two counts (:func:`scipy.stats.mannwhitneyu`). 0.5 is chance, 1 a perfect de
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from scipy.stats import mannwhitneyu
 
-from apa.schema import Assessment
+from apa.schema import Assessment, PhoneAssessment
 from apa.text import strip_stress
 
 
@@ -36,9 +38,12 @@ def phone_error_auc(
     gold: Sequence[Assessment],
     *,
     kinds: Collection[str] = ("substitution",),
+    mispronounced: Callable[[PhoneAssessment], bool] | None = None,
 ) -> Detection:
     """The AUC of ``predictions``' phone accuracy for telling the human-labelled phones of
-    error ``kinds`` from intact ones (module docstring)."""
+    error ``kinds`` (or those ``mispronounced`` picks) from intact ones (module
+    docstring)."""
+    is_error = mispronounced or (lambda phone: phone.error in kinds)
     predicted: dict[tuple[str, int, int], tuple[str, float | None]] = {}
     for a in predictions:
         for wi, word in enumerate(a.words):
@@ -50,7 +55,7 @@ def phone_error_auc(
     for g in gold:
         for wi, word in enumerate(g.words):
             for pi, phone in enumerate(word.phones):
-                if phone.error in kinds:
+                if is_error(phone):
                     side = bad
                 elif phone.error is None and phone.accuracy == 2:
                     side = good

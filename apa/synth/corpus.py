@@ -330,6 +330,20 @@ def said_as(phone: str, kind: ErrorKind) -> str | None:
     return None
 
 
+def error_kind(phone: PhoneAssessment) -> ErrorKind | None:
+    """The kind of error :func:`label` marked ``phone`` with (``None``: intact), read back
+    from the label alone: a phone scored 0 with nothing pronounced was deleted, one said as
+    the schwa and scored 1 reduced, one said as ``OY``/``ZH`` an obvious substitution, any
+    other substitution a near pair."""
+    if phone.error is None:
+        return "deleted" if phone.accuracy == 0 else None
+    if phone.pronounced in (VOWEL_SUBSTITUTE, CONSONANT_SUBSTITUTE):
+        return "obvious"
+    if phone.pronounced == strip_stress(REDUCED_VOWEL) and phone.accuracy == 1:
+        return "reduced"
+    return "near"
+
+
 _ACCURACY: dict[ErrorKind, float] = {"obvious": 0.0, "near": 0.0, "reduced": 1.0, "deleted": 0.0}
 
 

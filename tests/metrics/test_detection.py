@@ -75,3 +75,23 @@ def test_unpaired_and_one_sided() -> None:
     result = phone_error_auc(pred, gold)
     assert (result.auc, result.mispronounced, result.intact, result.unpaired) == (None, 0, 1, 1)
     assert phone_error_auc(pred[:0], gold).unpaired == 2
+
+
+def test_a_test_picks_the_mispronounced_phones() -> None:
+    """A missed phone carries no error, only its accuracy: a test can pick it, ``kinds``
+    cannot."""
+    gold = [
+        _assessment(
+            "a",
+            [("K", 2.0, None), ("T", 0.0, None), ("AE1", 0.0, "substitution"), ("S", 2.0, None)],
+        )
+    ]
+    pred = [
+        _assessment("a", [("K", 1.8, None), ("T", 0.2, None), ("AE1", 1.9, None), ("S", 1.0, None)])
+    ]
+    by_kind = phone_error_auc(pred, gold)
+    assert (by_kind.auc, by_kind.mispronounced, by_kind.intact) == (0.0, 1, 2)
+    missed = phone_error_auc(
+        pred, gold, mispronounced=lambda ph: ph.accuracy == 0 and ph.error is None
+    )
+    assert (missed.auc, missed.mispronounced, missed.intact) == (1.0, 1, 2)

@@ -19,6 +19,7 @@ from apa.synth.corpus import (
     VOWEL_SUBSTITUTE,
     SynthConfig,
     draw_corpus,
+    error_kind,
     fit_fluency_terms,
     fluency,
     fluency_terms,
@@ -164,6 +165,7 @@ def test_rules_version_4_labels_follow_its_harder_errors() -> None:
             for p, (phone, c) in enumerate(zip(word.phones, canonical, strict=True)):
                 kind = utt.errors.get((w, p))
                 kinds_seen.add(kind or "intact")
+                assert error_kind(phone) == kind  # the kind reads back from the label
                 base = c.rstrip("012")
                 if kind is None:
                     assert (phone.accuracy, phone.error) == (2.0, None)
@@ -203,3 +205,10 @@ def test_a_version_4_corpus_is_written_and_reads_back(tmp_path: Path) -> None:
     drawn = {u.id: u for u in draw_corpus(small)}
     for utt in data.utterances:
         assert utt.human.sentence == drawn[utt.id].assessment.sentence
+        kinds = {
+            (w, p): kind
+            for w, word in enumerate(utt.human.words)
+            for p, phone in enumerate(word.phones)
+            if (kind := error_kind(phone)) is not None
+        }
+        assert kinds == drawn[utt.id].errors  # also through scores.json
