@@ -17,7 +17,10 @@ sizes: 240 train sentences x 4 takes, 40 held-out sentences x 4, 3-5 words):
 ``aligned+next``, ``aligned+words``, ``aligned+next+words``
     the same with ``alignment=spans+next`` (each phone also sees its right neighbour's
     audio before it is scored), ``spans+words`` (each word's audio where its scores are
-    read) or both (``--systems``; the default is the first three systems).
+    read) or both;
+``aligned+wide``
+    ``alignment=spans+wide``: phone spans shorter than 120 ms widened to 120 ms around
+    their centre (``--systems``; the default is the first three systems).
 
 It prints, per system, held-out PCC and SCC per level and aspect, and the AUC of the phone
 accuracy for telling substituted phones from intact ones
@@ -64,6 +67,7 @@ ALIGNMENT_OF = {
     "aligned+next": "spans+next",
     "aligned+words": "spans+words",
     "aligned+next+words": "spans+next+words",
+    "aligned+wide": "spans+wide",
 }
 """The LMM systems and the ``alignment`` each fine-tunes and scores with."""
 SYSTEMS = ("gop", *ALIGNMENT_OF)

@@ -69,6 +69,7 @@ from apa.lmm.answer import AnswerError, AnswerTemplate, Slot, SlotKind, parse_di
 from apa.lmm.prompt import (
     ALIGNMENT_USES,
     PROMPT_STYLES,
+    WIDE_SPAN_S,
     AlignmentUse,
     PromptStyle,
     instruction,
@@ -606,7 +607,8 @@ class LmmScorer:
         aligner let into this phone's span from this phone's own. With ``+words``, each
         word's audio (the mean over the word's aligned span) is added at the tokens that
         read the word's score slots: how much of the word sounds wrong does not depend on
-        where its phones' boundaries fell.
+        where its phones' boundaries fell. With ``+wide``, a phone span shorter than
+        :data:`WIDE_SPAN_S` is widened to it around its centre (clipped to the clip).
         Audio embeddings are spread evenly over the clip (25 per second for Qwen2-Audio,
         12.5 for Phi-4), so a span in seconds maps to embeddings by the clip's duration.
         Out of place: gradients reach the audio encoder through the additions too."""
@@ -633,7 +635,11 @@ class LmmScorer:
                 where = [at + read, at + read + 1]
                 if "next" in parts and k > 0:  # also before the previous phone's name
                     where.append(at + reads[k - 1] - 1)
-                spans.append((phone.start_s, phone.end_s, where))
+                start_s, end_s = phone.start_s, phone.end_s
+                if "wide" in parts and end_s - start_s < WIDE_SPAN_S:
+                    centre = (start_s + end_s) / 2
+                    start_s, end_s = centre - WIDE_SPAN_S / 2, centre + WIDE_SPAN_S / 2
+                spans.append((start_s, end_s, where))
             if "words" in parts:
                 for word, word_reads in zip(
                     alignment.words, e.job.reference.word_reads, strict=True

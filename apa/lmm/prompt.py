@@ -50,15 +50,22 @@ from apa.lmm.answer import AnswerTemplate
 PromptStyle = Literal["rubric", "brief"]
 PROMPT_STYLES: tuple[str, ...] = get_args(PromptStyle)
 
-AlignmentUse = Literal["off", "spans", "spans+next", "spans+words", "spans+next+words"]
+AlignmentUse = Literal[
+    "off", "spans", "spans+next", "spans+words", "spans+next+words", "spans+wide"
+]
 """What of the forced alignment reaches the model besides the prompt: ``off`` nothing;
 ``spans`` each canonical phone's audio, added at the phone's place in the answer
 (:meth:`apa.engine.scorer.LmmScorer.align`, ``docs/alignment-informed-scoring.md``);
 ``+next`` also the next phone's audio one token before the phone's name, so the model has
 read a phone's right neighbour before it scores the phone; ``+words`` also each word's
-audio where the word's scores are read. Like the style, part of what an adapter was
+audio where the word's scores are read; ``+wide`` widens every phone span shorter than
+:data:`WIDE_SPAN_S` to that length around its centre, so a phone the aligner squeezed still
+pools the audio around it. Like the style, part of what an adapter was
 trained with."""
 ALIGNMENT_USES: tuple[str, ...] = get_args(AlignmentUse)
+WIDE_SPAN_S = 0.12
+"""``+wide``: the shortest phone span pooled, in seconds (three of Qwen2-Audio's 40 ms
+audio embeddings; the aligner gives most substituted phones 45 ms or less)."""
 
 RUBRIC = """\
 Score the recording on the Speechocean762 rubric.

@@ -78,26 +78,32 @@ def test_aligned_batches_equal_single_utterances(scored, name) -> None:
         assert scores_of(b) == pytest.approx(scores_of(s), abs=1e-5)
 
 
-def span_mean(embeds: torch.Tensor, audio: torch.Tensor, seconds: float, span) -> torch.Tensor:
+def span_mean(
+    embeds: torch.Tensor, audio: torch.Tensor, seconds: float, start_s: float, end_s: float
+) -> torch.Tensor:
     """The mean of the audio embeddings (at ``audio``, spread over ``seconds``) that
-    ``span`` covers: at least one."""
+    ``start_s``..``end_s`` covers within the clip: at least one."""
     n = len(audio)
-    first = int(span.start_s * n / seconds)
-    stop = max(first + 1, int(np.ceil(span.end_s * n / seconds)))
+    first = min(n - 1, max(0, int(start_s * n / seconds)))
+    stop = max(first + 1, min(n, int(np.ceil(end_s * n / seconds))))
     return embeds[audio[first:stop]].mean(0)
 
 
-@pytest.mark.parametrize("use", ["spans", "spans+next", "spans+words", "spans+next+words"])
+@pytest.mark.parametrize(
+    "use", ["spans", "spans+next", "spans+words", "spans+next+words", "spans+wide"]
+)
 def test_each_phone_gets_the_mean_of_its_spans_audio_embeddings(loaded_models, items, use) -> None:
     """At the phone's name and score slot; with ``+next`` also one token before the
     previous phone's name, a token no slot is read from; with ``+words`` each word's audio
-    where its three scores are read."""
+    where its three scores are read; with ``+wide`` each phone span under 120 ms widened to
+    120 ms around its centre."""
     scorer = LmmScorer(loaded_models[TINY_QWEN2_AUDIO], mode="one-pass", alignment=use)
     encoded = scorer.encode(items[:2])
     batch = scorer._batch(encoded)
     with torch.inference_mode():
         embeds = scorer.backend.first_pass_inputs(scorer._text_model, batch)["inputs_embeds"]
         added = scorer._add_alignment(embeds, batch, encoded)
+    widened = 0
     for i, e in enumerate(encoded):
         alignment = e.job.alignment
         assert alignment is not None
@@ -108,7 +114,11 @@ def test_each_phone_gets_the_mean_of_its_spans_audio_embeddings(loaded_models, i
         answer = batch.answer_starts[i]
         read_slots = {answer + o - 1 for o in e.job.reference.slot_offsets}
         for k, (phone, read) in enumerate(zip(alignment.phones, reads, strict=True)):
-            mean = span_mean(embeds[i], audio, seconds, phone)
+            start_s, end_s = phone.start_s, phone.end_s
+            if "+wide" in use and end_s - start_s < 0.12:
+                widened += 1
+                start_s, end_s = (start_s + end_s) / 2 - 0.06, (start_s + end_s) / 2 + 0.06
+            mean = span_mean(embeds[i], audio, seconds, start_s, end_s)
             expected[answer + read] += mean  # the phone's name: reads its score slot
             expected[answer + read + 1] += mean  # its score slot: reads its pronounced slot
             if "+next" in use and k > 0:
@@ -127,8 +137,9 @@ def test_each_phone_gets_the_mean_of_its_spans_audio_embeddings(loaded_models, i
                 assert [answer + r for r in e.job.reference.word_reads[w]] == word_slots
                 assert len(word_slots) == 3  # accuracy, stress, total
                 for at in word_slots:
-                    expected[at] += span_mean(embeds[i], audio, seconds, word)
+                    expected[at] += span_mean(embeds[i], audio, seconds, word.start_s, word.end_s)
         torch.testing.assert_close(added[i] - embeds[i], expected, atol=1e-5, rtol=0)
+    assert ("+wide" in use) == (widened > 0)  # the sample has phones under 120 ms
 
 
 def test_an_utterance_the_aligner_cannot_align_is_scored_on_the_plain_path(
