@@ -49,6 +49,9 @@ class PeakRss:
         self.pid = driver if driver is not None else os.getpid()
         self.interval_s = interval_s
         self.driver = 0
+        self.driver_private = 0
+        """peak private memory (USS) of the driver: its RSS less the object-store pages it
+        has mapped to read blocks, which are shared"""
         self.workers: dict[int, int] = {}
         self.workers_total = 0
         self.workers_private = 0
@@ -70,6 +73,7 @@ class PeakRss:
         while not self._stop.is_set():
             try:
                 self.driver = max(self.driver, me.memory_info().rss)
+                self.driver_private = max(self.driver_private, me.memory_full_info().uss)
             except psutil.Error:
                 pass
             total = private = 0
