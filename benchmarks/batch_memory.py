@@ -14,10 +14,10 @@ the manifest, fetching and decoding audio, canonical phones, writing the committ
 sets, the driver's bookkeeping) is real, and the model's cost, which does not depend on the
 corpus size, stays out of a run that would otherwise take days at 500k rows on two cores.
 
-Prints per size: rows per second, the peak resident memory (RSS, sampled every 0.2 s) of the
-driver (RSS, and private: without the object-store pages it maps to read blocks, which are
-shared and bounded by the store), of the largest Ray worker and of all workers together (RSS
-and private memory).
+Prints per size: rows per second, the peak resident memory (sampled every 0.2 s) of the
+driver (RSS; private (USS); anonymous, ``RssAnon``: what the driver itself allocates; and
+store pages, ``RssShmem``: object-store pages it has touched, shared memory the store
+owns), of the largest Ray worker and of all workers together (RSS and private memory).
 Flat peaks from the smallest to the largest size mean nothing grows with the corpus.
 Then, on a manifest of ``--start-rows`` rows, the seconds from launching the job to its
 first committed part set (scored rows on disk; Ray's start included), after which the job
@@ -81,7 +81,8 @@ def memory(n: int, work: Path, args: argparse.Namespace) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"] == n - 1, summary  # the duplicate: two rows, one input
     print(f"| {n:,} | {summary['scored']:,} | {summary['errors']:,} | {n / seconds:.0f} | "
-          f"{mib(peak.driver)} | {mib(peak.driver_private)} | "
+          f"{mib(peak.driver)} | {mib(peak.driver_private)} | {mib(peak.driver_anon)} | "
+          f"{mib(peak.driver_store)} | "
           f"{mib(max(peak.workers.values(), default=0))} | "
           f"{mib(peak.workers_total)} | {mib(peak.workers_private)} |", flush=True)  # fmt: skip
 
@@ -118,9 +119,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="apa-batch-memory-"))
     print(f"device: {platform.machine()}, {psutil.cpu_count()} CPUs, "
           f"{mib(psutil.virtual_memory().total)} RAM; builtin:passthrough; in {work}")  # fmt: skip
-    print("| rows | scored | errors | rows/s | driver peak RSS | driver (private) | largest "
-          "worker | all workers (RSS) | all workers (private) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| rows | scored | errors | rows/s | driver peak RSS | driver (private) | driver "
+          "(anonymous) | driver (store pages) | largest worker | all workers (RSS) | "
+          "all workers (private) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for n in args.sizes:
         memory(n, work, args)
     if args.start_rows:

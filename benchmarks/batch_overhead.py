@@ -50,8 +50,14 @@ class PeakRss:
         self.interval_s = interval_s
         self.driver = 0
         self.driver_private = 0
-        """peak private memory (USS) of the driver: its RSS less the object-store pages it
-        has mapped to read blocks, which are shared"""
+        """peak private memory (USS) of the driver: its pages no other process maps (its
+        anonymous memory, and object-store pages that only it has touched)"""
+        self.driver_anon = 0
+        """peak anonymous memory of the driver (``RssAnon``): its heap, allocator arenas and
+        thread stacks, the memory the driver itself allocates"""
+        self.driver_store = 0
+        """peak object-store pages mapped by the driver (``RssShmem``): shared memory the
+        store owns, counted in the driver's RSS because it has touched them"""
         self.workers: dict[int, int] = {}
         self.workers_total = 0
         self.workers_private = 0
@@ -74,7 +80,10 @@ class PeakRss:
             try:
                 self.driver = max(self.driver, me.memory_info().rss)
                 self.driver_private = max(self.driver_private, me.memory_full_info().uss)
-            except psutil.Error:
+                anon, store = _rss_parts(self.pid)
+                self.driver_anon = max(self.driver_anon, anon)
+                self.driver_store = max(self.driver_store, store)
+            except (psutil.Error, OSError):
                 pass
             total = private = 0
             for p in psutil.process_iter(["pid", "name", "cmdline"]):
@@ -93,6 +102,18 @@ class PeakRss:
             self.workers_total = max(self.workers_total, total)
             self.workers_private = max(self.workers_private, private)
             self._stop.wait(self.interval_s)
+
+
+def _rss_parts(pid: int) -> tuple[int, int]:
+    """(``RssAnon``, ``RssShmem``) of a process in bytes, from ``/proc/<pid>/status``
+    (Linux); ``(0, 0)`` elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if line.startswith("Rss"))
+    except FileNotFoundError:
+        return 0, 0
+    kib = {k: int(v.split()[0]) * 1024 for k, v in fields.items()}
+    return kib.get("RssAnon", 0), kib.get("RssShmem", 0)
 
 
 def make_manifest(n: int, directory: Path) -> str:

@@ -50,7 +50,7 @@ from pydantic import ValidationError
 
 from apa import failpoints, storage
 from apa.batch import rows as stages
-from apa.batch.commits import Commit, Repairs, done_ids, missing_ids, recover, settle
+from apa.batch.commits import Repairs, done_ids, missing_ids, recover, settle
 from apa.batch.inputs import (
     INPUTS_DIR,
     Heartbeat,
@@ -429,10 +429,11 @@ class Tally:
     audio_seconds: float = 0.0
     part_sets: int = 0
 
-    def add(self, commit: Commit) -> None:
-        self.processed += len(commit.ids)
-        self.scored += len(commit.scored)
-        self.audio_seconds += commit.audio_seconds
+    def add(self, processed: int, scored: int, audio_seconds: float) -> None:
+        """Count one committed part set (a row of :data:`apa.batch.rows.COMMIT_SCHEMA`)."""
+        self.processed += processed
+        self.scored += scored
+        self.audio_seconds += audio_seconds
         self.part_sets += 1
 
     def merge(self, other: Tally) -> None:
@@ -448,8 +449,9 @@ def _consume(dataset, total: int | None, interval_s: float) -> Tally:
     tally = Tally()
     started = last = time.perf_counter()
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-        for text in batch.column("commit").to_pylist():
-            tally.add(Commit.model_validate_json(text))
+        columns = [batch.column(c).to_pylist() for c in ("processed", "scored", "audio_seconds")]
+        for processed, scored, audio_seconds in zip(*columns, strict=True):
+            tally.add(processed, scored, audio_seconds)
             failpoints.hit("batch.driver.after_commit_counted")
         now = time.perf_counter()
         if now - last >= interval_s or tally.processed == total:

@@ -55,3 +55,41 @@ def test_map_operators_keep_only_the_newest_block_stats(ray_local) -> None:
         assert "MapBatches" in ds.stats()
     finally:
         MapOperator.__init__ = init
+
+
+def test_statistics_updates_stay_inline_with_the_bound(ray_local, monkeypatch) -> None:
+    """The dataset's statistics, sent to Ray Data's stats actor every few seconds and at the
+    end of an iteration, carry every kept block statistic. Unbounded they grow with the
+    blocks; bounded they stay the same size, under Ray's inline-argument limit (above it the
+    driver writes each update into the object store and its RSS grows by those pages)."""
+    from ray import cloudpickle
+    from ray.data._internal.execution.operators.map_operator import MapOperator
+    from ray.data._internal.stats import _StatsManager
+
+    sent: list[int] = []
+    original_update = _StatsManager.update_iteration_metrics
+
+    def update(stats, *args, **kwargs):
+        sent.append(len(cloudpickle.dumps(stats)))
+        return original_update(stats, *args, **kwargs)
+
+    monkeypatch.setattr(_StatsManager, "update_iteration_metrics", staticmethod(update))
+
+    def last_update(blocks: int) -> int:
+        sent.clear()
+        run_blocks(ray_local, blocks)
+        assert sent, "no statistics update was sent"
+        return sent[-1]
+
+    init = MapOperator.__init__
+    original = getattr(init, "__wrapped__", init)
+    try:
+        MapOperator.__init__ = original
+        unbounded = last_update(40), last_update(160)
+        assert unbounded[1] > unbounded[0] + 120 * 100  # ~100+ bytes per block statistic
+        bound_block_stats(keep=8)
+        bounded = last_update(40), last_update(160)
+    finally:
+        MapOperator.__init__ = init
+    assert abs(bounded[1] - bounded[0]) < 4096, bounded
+    assert bounded[1] < 100 * 1024 // 4
