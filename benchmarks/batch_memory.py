@@ -18,6 +18,8 @@ Prints per size: rows per second, the peak resident memory (sampled every 0.2 s)
 driver (RSS; private (USS); anonymous, ``RssAnon``: what the driver itself allocates; and
 store pages, ``RssShmem``: object-store pages it has touched, shared memory the store
 owns), of the largest Ray worker and of all workers together (RSS and private memory).
+After the table, per size: how many workers were alive when their summed private memory
+peaked, and the largest workers' own peaks with their process titles (which worker grew).
 Flat peaks from the smallest to the largest size mean nothing grows with the corpus.
 Then, on a manifest of ``--start-rows`` rows, the seconds from launching the job to its
 first committed part set (scored rows on disk; Ray's start included), after which the job
@@ -69,7 +71,7 @@ def job(manifest: str, out: Path, args: argparse.Namespace) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def memory(n: int, work: Path, args: argparse.Namespace) -> None:
+def memory(n: int, work: Path, args: argparse.Namespace) -> str:
     manifest = make_manifest(n, work)
     out = work / f"out-{n}"
     started = time.perf_counter()
@@ -85,6 +87,11 @@ def memory(n: int, work: Path, args: argparse.Namespace) -> None:
           f"{mib(peak.driver_store)} | "
           f"{mib(max(peak.workers.values(), default=0))} | "
           f"{mib(peak.workers_total)} | {mib(peak.workers_private)} |", flush=True)  # fmt: skip
+    largest = sorted(peak.worker_private.values(), reverse=True)[:8]
+    return (f"- {n:,} rows: {peak.workers_at_private_peak} workers alive at the peak of their "
+            f"summed private memory, {len(peak.worker_private)} seen; each one's peak private "
+            "memory, largest first: "
+            + ", ".join(f"{mib(uss)} {title}" for uss, title in largest))  # fmt: skip
 
 
 def start_latency(n: int, work: Path, args: argparse.Namespace) -> None:
@@ -123,8 +130,8 @@ def main() -> None:
           "(anonymous) | driver (store pages) | largest worker | all workers (RSS) | "
           "all workers (private) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    for n in args.sizes:
-        memory(n, work, args)
+    workers = [memory(n, work, args) for n in args.sizes]
+    print("\n".join(workers), flush=True)
     if args.start_rows:
         start_latency(args.start_rows, work, args)
 

@@ -63,6 +63,10 @@ class PeakRss:
         self.workers_private = 0
         """peak of the summed private memory (USS) of the workers: no shared object-store
         pages, which RSS counts once per process that touched them"""
+        self.workers_at_private_peak = 0
+        """worker processes alive in the sample where :attr:`workers_private` peaked"""
+        self.worker_private: dict[int, tuple[int, str]] = {}
+        """pid -> (peak private memory, the process title at that peak)"""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -85,7 +89,7 @@ class PeakRss:
                 self.driver_store = max(self.driver_store, store)
             except (psutil.Error, OSError):
                 pass
-            total = private = 0
+            total = private = alive = 0
             for p in psutil.process_iter(["pid", "name", "cmdline"]):
                 cmd = " ".join(p.info["cmdline"] or [])
                 if p.pid != me.pid and (
@@ -97,10 +101,15 @@ class PeakRss:
                     except psutil.Error:
                         continue
                     self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
+                    if uss > self.worker_private.get(p.pid, (0, ""))[0]:
+                        title = cmd.split()[0] if cmd.startswith("ray::") else p.info["name"] or ""
+                        self.worker_private[p.pid] = (uss, title)
                     total += rss
                     private += uss
+                    alive += 1
             self.workers_total = max(self.workers_total, total)
-            self.workers_private = max(self.workers_private, private)
+            if private > self.workers_private:
+                self.workers_private, self.workers_at_private_peak = private, alive
             self._stop.wait(self.interval_s)
 
 

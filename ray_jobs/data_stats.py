@@ -15,9 +15,10 @@ The same lists travel: every 5 s the driver sends the dataset's statistics, ever
 (``_StatsManager.update_iteration_metrics``). An argument over Ray's inline limit (100 KiB)
 is put into the object store by the driver, a fresh object each time, and the driver's RSS
 grew by the store pages it had written (13-18 MiB over 100k rows, none with the updates
-off). :data:`KEPT_BLOCK_STATS` is small enough that the update of a four-operator pipeline
-stays well under that limit (~50 kB; measured in ``benchmarks/RESULTS.md``, tested in
-``tests/ray_jobs/test_data_stats.py``).
+off). :data:`KEPT_BLOCK_STATS` is small enough that the update of the job's four operators
+stays under half that limit (at most 32 kept per operator, ~31 kB, plus ~16 kB of the
+rest; ``benchmarks/RESULTS.md``); ``tests/ray_jobs/test_data_stats.py`` checks that the
+update no longer grows with the blocks.
 
 It changes one private attribute of Ray Data and so is checked against the installed Ray by
 ``tests/ray_jobs/test_data_stats.py``: if Ray renames it, the test fails (the job keeps

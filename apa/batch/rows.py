@@ -75,9 +75,8 @@ COMMIT_SCHEMA = pa.schema(
     ]
 )
 """What the write stage hands on per committed part set: its key and counts, not its ids.
-The driver only counts (its memory must not grow with the corpus); a row of ~100 bytes is
-passed inline by Ray instead of through the object store, whose pages the driver would
-otherwise touch for every part set it reads."""
+The driver only counts, so parsing a commit with every id there (Python objects for every
+row of the corpus, freed at once) was work for nothing."""
 
 
 def input_rows(
