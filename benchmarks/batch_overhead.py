@@ -115,12 +115,9 @@ class PeakRss:
 
 def _rss_parts(pid: int) -> tuple[int, int]:
     """(``RssAnon``, ``RssShmem``) of a process in bytes, from ``/proc/<pid>/status``
-    (Linux); ``(0, 0)`` elsewhere."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            fields = dict(line.split(":", 1) for line in f if line.startswith("Rss"))
-    except FileNotFoundError:
-        return 0, 0
+    (Linux; ``OSError`` where there is none, which :class:`PeakRss` skips)."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith("Rss"))
     kib = {k: int(v.split()[0]) * 1024 for k, v in fields.items()}
     return kib.get("RssAnon", 0), kib.get("RssShmem", 0)
 
