@@ -69,7 +69,7 @@ from apa.scoring.pipeline import concurrency_guard
 from apa.scoring.settings import ScoringSettings
 from apa.scoring.summary import SUMMARY_FILE, write_summary
 from ray_jobs.data_stats import bound_block_stats
-from ray_jobs.malloc_arenas import DRIVER_MALLOC_ARENAS, limit_malloc_arenas
+from ray_jobs.malloc_arenas import limit_malloc_arenas
 from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
@@ -485,10 +485,10 @@ app = typer.Typer(
 @setting_flags(BatchSettings, ScoringSettings, skip={"scoring"})
 def main(*, flags: dict[str, Any]) -> None:
     """Score utterances with a Ray Data pipeline into Parquet tables (resumable)."""
-    # before Ray starts its threads (ray_jobs/malloc_arenas.py: the driver's memory flat)
+    # before Ray starts its threads and processes (ray_jobs/malloc_arenas.py: memory flat)
     arenas_limited = limit_malloc_arenas()
     configure_logging()
-    log.debug("malloc_arenas", limited=arenas_limited, arenas=DRIVER_MALLOC_ARENAS)
+    log.debug("malloc_arenas", limited=arenas_limited, arenas=os.environ["MALLOC_ARENA_MAX"])
     try:
         scoring = ScoringSettings(**given(ScoringSettings, flags))
         settings = BatchSettings(scoring=scoring, **given(BatchSettings, flags))

@@ -154,6 +154,30 @@ def test_existing_secret_and_disabled_auth(helm) -> None:
         assert "api-keys" not in {v["name"] for v in pod["volumes"]}
 
 
+def test_every_ray_container_limits_its_malloc_arenas(helm) -> None:
+    """``common.mallocArenaMax`` reaches every Ray container (ray_jobs/malloc_arenas.py says
+    why); 0 leaves glibc's default."""
+
+    def env_of_every_container(*flags: str) -> list[dict[str, str | None]]:
+        objects = by_kind(render(helm, "-f", str(CI_VALUES), *flags))
+        clusters = (
+            objects["RayService"]["spec"]["rayClusterConfig"],
+            objects["RayJob"]["spec"]["rayClusterSpec"],
+        )
+        return [
+            {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+            for cluster in clusters
+            for pod in pods(cluster).values()
+        ]
+
+    envs = env_of_every_container()
+    assert len(envs) == 6 and all(env["MALLOC_ARENA_MAX"] == "2" for env in envs), envs
+    envs = env_of_every_container("--set", "common.mallocArenaMax=4")
+    assert all(env["MALLOC_ARENA_MAX"] == "4" for env in envs), envs
+    envs = env_of_every_container("--set", "common.mallocArenaMax=0")
+    assert not any("MALLOC_ARENA_MAX" in env for env in envs), envs
+
+
 def test_schema_of_serve_args_is_the_settings_schema() -> None:
     """values.schema.json's serve.args is ServeSettings' own schema (less the key fields):
     a setting added to the app without updating the chart fails here."""
@@ -180,6 +204,7 @@ def test_schema_of_serve_args_is_the_settings_schema() -> None:
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("additionalWorkerGroups.Bad_Name.replicas=1", "Bad_Name"),
         ("head.unknown=1", "unknown"),
+        ("common.mallocArenaMax=-1", "/common/mallocArenaMax"),
         ("batchJob.args.batch_size=4", "batch_size"),  # a scoring field: under args.scoring
         ("batchJob.args.scoring.batch_sizee=4", "batch_sizee"),
         ("batchJob.args.max_actors=0", "/batchJob/args/max_actors"),

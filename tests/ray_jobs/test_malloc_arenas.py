@@ -1,5 +1,5 @@
-"""The batch driver's malloc arena limit (ray_jobs/malloc_arenas.py), observed through
-glibc's own account of its arenas in a fresh process."""
+"""The batch job's malloc arena limit (ray_jobs/malloc_arenas.py), observed through glibc's
+own account of its arenas in a fresh process and in the processes it starts."""
 
 from __future__ import annotations
 
@@ -71,6 +71,31 @@ def test_threads_share_the_limited_arenas() -> None:
     assert free["arenas"] >= 4, free
     limited = probe("limit")
     assert limited == {"limited": True, "arenas": 2}
+
+
+# A process that limits its arenas, then starts the probe without a limit of its own (as the
+# driver starts a local Ray's processes).
+PARENT = textwrap.dedent(
+    """
+    import subprocess, sys
+    from ray_jobs.malloc_arenas import limit_malloc_arenas
+
+    limit_malloc_arenas(2)
+    child = subprocess.run([sys.executable, "-c", sys.argv[1], "free"], capture_output=True,
+                           text=True, check=True)
+    print(child.stdout)
+    """
+)
+
+
+@glibc
+def test_processes_started_after_the_call_share_the_limited_arenas() -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run(
+        [sys.executable, "-c", PARENT, PROBE], capture_output=True, text=True, env=environ
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"limited": None, "arenas": 2}
 
 
 @glibc

@@ -81,6 +81,10 @@ spec:
           value: /cache
         - name: APA_LOG_FORMAT
           value: json
+        {{- with $root.Values.common.mallocArenaMax }}
+        - name: MALLOC_ARENA_MAX
+          value: {{ . | quote }}
+        {{- end }}
         {{- if .serve }}
         {{- if include "apa.authEnabled" $root }}
         - name: APA_SERVE_API_KEYS_FILE
