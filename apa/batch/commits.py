@@ -31,8 +31,8 @@ step 2) rewrites the same names with the same rows: a retry can never commit its
 
 :func:`recover` runs at the start and at the end of every run and brings the directory to
 a consistent state whatever happened before, in this order (:func:`settle` does the same
-without holding any id in memory: it finds the ids committed twice in a SQLite file on local
-disk and returns totals instead of the commits):
+without holding the output in memory: it lists the files, the commits and their ids into a
+SQLite file on local disk and returns totals instead of the commits):
 
 - commits named in another commit's ``supersedes`` are deleted (an interrupted trim, below);
 - a commit whose parts are gone (neither pending nor final) is deleted: its ids are not
@@ -58,12 +58,13 @@ missing, see :func:`missing_ids`) every input id is in the tables exactly once.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
 import io
+import json
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,10 +252,16 @@ def _publish_part(out: str, key: str, table: str, data: bytes | None) -> bool:
 
 def _list(directory: str) -> Iterator[tuple[pafs.FileSystem, pafs.FileInfo]]:
     fs, path = storage.filesystem(directory)
+    for info in _files(fs, path):
+        yield fs, info
+
+
+def _files(fs: pafs.FileSystem, path: str) -> Iterator[pafs.FileInfo]:
+    """The files (not folders) directly in ``path`` of ``fs``; none where it does not exist."""
     selector = pafs.FileSelector(path, allow_not_found=True, recursive=False)
     for info in fs.get_file_info(selector):
         if info.type == pafs.FileType.File:
-            yield fs, info
+            yield info
 
 
 def read_commits(out: str) -> list[Commit]:
@@ -298,12 +305,13 @@ def _delete_commit(out: str, commit: Commit | _Entry) -> None:
     _delete_parts(out, commit)
 
 
-def _has_parts(out: str, commit: Commit | _Entry, listed: set[tuple[str, str]]) -> bool:
-    """Whether every part of ``commit`` exists, pending or final. ``listed`` (table, file
-    name) was listed before the commits were read: a part it lacks may have been written
-    since (a concurrent writer), so only those are looked up one by one."""
+def _has_parts(out: str, commit: Commit | _Entry, listed: Callable[[str, str], bool]) -> bool:
+    """Whether every part of ``commit`` exists, pending or final. ``listed(table, file
+    name)`` says whether the listing made before the commits were read had it: a part it
+    lacks may have been written since (a concurrent writer), so only those are looked up one
+    by one."""
     return all(
-        any((t, f"{prefix}{commit.key}.parquet") in listed for prefix in _PREFIXES)
+        any(listed(t, f"{prefix}{commit.key}.parquet") for prefix in _PREFIXES)
         or any(storage.exists(_part_uri(out, t, prefix, commit.key)) for prefix in _PREFIXES)
         for t in commit.rows
     )
@@ -349,19 +357,31 @@ class _Entry:
             has_scorer=commit.scorer is not None,
         )
 
+    @classmethod
+    def from_json(cls, text: str) -> _Entry:
+        fields = json.loads(text)
+        return cls(**{**fields, "supersedes": tuple(fields["supersedes"])})
+
 
 @dataclass
 class CommitTotals:
     """What the commits of an output add up to (:func:`settle`): counts, no ids."""
 
-    keys: list[str] = field(default_factory=list)
-    """the commits, in key order (one short string per part set)"""
+    commits: int = 0
+    """live commits (part sets)"""
     scored: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     """error reason -> ids recorded with it"""
     audio_seconds: float = 0.0
     scorer: ScorerInfo | None = None
     """the scorer of the last commit (in key order) that has one"""
+
+    def add(self, entry: _Entry) -> None:
+        self.commits += 1
+        self.scored += entry.scored
+        self.audio_seconds += entry.audio_seconds
+        for reason, n in entry.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
 
     @property
     def errors(self) -> int:
@@ -372,9 +392,14 @@ class CommitTotals:
         return self.scored + self.errors
 
 
-class _IdIndex:
-    """The ids of an output's commits in a SQLite file: a recover round finds the ids
-    committed twice there, so that the driver's memory does not grow with the output."""
+class _RoundIndex:
+    """What one recover round knows of an output, in a SQLite file on local disk, so that the
+    driver's memory does not grow with the output: the files listed, each commit's
+    :class:`_Entry` (and which are live), the keys other commits supersede, and every
+    commit's ids (to find the ids committed twice)."""
+
+    PAGE = 256
+    """commits read back at a time (:meth:`entries`)"""
 
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(str(path))
@@ -382,15 +407,87 @@ class _IdIndex:
             """
             PRAGMA journal_mode = OFF;
             PRAGMA synchronous = OFF;
+            CREATE TABLE files (directory TEXT NOT NULL, name TEXT NOT NULL,
+                                path TEXT NOT NULL, key TEXT, stray INTEGER NOT NULL,
+                                PRIMARY KEY (directory, name));
+            CREATE TABLE commits (key TEXT PRIMARY KEY, entry TEXT NOT NULL,
+                                  live INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE superseded (key TEXT PRIMARY KEY) WITHOUT ROWID;
             CREATE TABLE ids (id TEXT NOT NULL, key TEXT NOT NULL);
             """
         )
 
-    def add(self, key: str, ids: Iterable[str]) -> None:
-        self.db.executemany("INSERT INTO ids VALUES (?, ?)", ((i, key) for i in ids))
+    def add_files(self, directory: str, infos: Iterable[pafs.FileInfo]) -> None:
+        """Files of ``directory`` (a table's or the commits'): a part's key is kept, and a
+        half-written ``.partial-`` file is marked stray."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+            (
+                (
+                    directory,
+                    info.base_name,
+                    info.path,
+                    _key_of(info.base_name) if directory != COMMITS_DIR else None,
+                    ".partial-" in info.base_name,
+                )
+                for info in infos
+            ),
+        )
+
+    def listed(self, directory: str, name: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM files WHERE directory = ? AND name = ?", (directory, name)
+        ).fetchone()
+        return row is not None
+
+    def add_commit(self, commit: Commit) -> None:
+        entry = _Entry.of(commit)
+        self.db.execute(
+            "INSERT OR REPLACE INTO commits (key, entry) VALUES (?, ?)",
+            (entry.key, json.dumps(dataclasses.asdict(entry))),
+        )
+        self.db.executemany(
+            "INSERT OR IGNORE INTO superseded VALUES (?)", ((k,) for k in entry.supersedes)
+        )
+        self.db.executemany("INSERT INTO ids VALUES (?, ?)", ((i, entry.key) for i in commit.ids))
+
+    def entries(self) -> Iterator[_Entry]:
+        """Every commit's entry in key order, :data:`PAGE` at a time (so the caller may
+        change the index between two)."""
+        after = ""
+        while True:
+            page = self.db.execute(
+                "SELECT key, entry FROM commits WHERE key > ? ORDER BY key LIMIT ?",
+                (after, self.PAGE),
+            ).fetchall()
+            for _, entry in page:
+                yield _Entry.from_json(entry)
+            if len(page) < self.PAGE:
+                return
+            after = page[-1][0]
+
+    def superseded(self, key: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM superseded WHERE key = ?", (key,)).fetchone() is not None
+        )
+
+    def set_live(self, key: str) -> None:
+        self.db.execute("UPDATE commits SET live = 1 WHERE key = ?", (key,))
 
     def drop(self, key: str) -> None:
+        """Forget the ids of commit ``key`` (deleted)."""
         self.db.execute("DELETE FROM ids WHERE key = ?", (key,))
+
+    def unowned(self) -> Iterator[tuple[str, str]]:
+        """(directory, path) of every listed file no live commit owns: a part whose key has
+        no live commit, and every stray ``.partial-`` file."""
+        yield from self.db.execute(
+            """
+            SELECT directory, path FROM files
+                WHERE stray OR (key IS NOT NULL
+                                AND key NOT IN (SELECT key FROM commits WHERE live))
+            """
+        )
 
     def duplicated(self) -> Iterator[tuple[str, set[str]]]:
         """Each commit holding ids that a commit earlier in key order holds too, with
@@ -423,7 +520,6 @@ class _IdIndex:
         self.db.close()
 
 
-@dataclass
 class Repairs:
     """What :func:`recover` had to repair (counts add up over the calls given the same one)."""
 
@@ -439,14 +535,15 @@ def recover(out: str, repairs: Repairs | None = None) -> list[Commit]:
     ``repairs``. Raises :class:`RecoverError` when the directory keeps changing under it
     for :data:`MAX_RECOVER_ROUNDS` rounds. The commits (hence every id) are returned in
     memory: a caller of millions of ids wants :func:`settle`."""
-    totals = settle(out, repairs)
-    return [c for c in map(functools.partial(_read_commit, out), totals.keys) if c is not None]
+    settle(out, repairs)
+    return read_commits(out)
 
 
 def settle(out: str, repairs: Repairs | None = None) -> CommitTotals:
-    """:func:`recover` without holding an id in memory: each round keeps a few numbers per
-    commit and finds the ids committed twice in a SQLite file on local disk (about 70 bytes
-    an id, deleted at the end of the round). Returns what the commits add up to."""
+    """:func:`recover` without holding the output in memory: each round writes what it lists
+    and reads (files, commits, ids) into a SQLite file on local disk (about 70 bytes an id,
+    deleted at the end of the round) and keeps only running totals, so the caller's memory
+    does not grow with the output's ids or part sets. Returns what the commits add up to."""
     repairs = repairs if repairs is not None else Repairs()
     for _ in range(MAX_RECOVER_ROUNDS):
         totals, removed, trimmed = _recover_round(out)
@@ -459,49 +556,44 @@ def settle(out: str, repairs: Repairs | None = None) -> CommitTotals:
 
 def _recover_round(out: str) -> tuple[CommitTotals, int, int]:
     """One pass of :func:`settle`; returns the totals of the live commits, how many files it
-    removed and how many commits it trimmed (a trim calls for another pass)."""
-    listed = [
-        (directory, fs, info)
-        for directory in (*TABLES, COMMITS_DIR)
-        for fs, info in _list(storage.resolve(out, directory))
-    ]
-    names = {(directory, info.base_name) for directory, _, info in listed}
+    removed and how many commits it trimmed (a trim calls for another pass). What it knows
+    of the output is on local disk (:class:`_RoundIndex`), not in memory."""
+    totals, removed, trimmed = CommitTotals(), 0, 0
+    last_scored_by: str | None = None  # the last live commit, in key order, with a scorer
     with tempfile.TemporaryDirectory(prefix="apa-recover-") as scratch:
-        index = _IdIndex(Path(scratch) / "ids.sqlite")
+        index = _RoundIndex(Path(scratch) / "round.sqlite")
         try:
-            entries: dict[str, _Entry] = {}
+            filesystems: dict[str, pafs.FileSystem] = {}
+            for directory in (*TABLES, COMMITS_DIR):
+                fs, path = storage.filesystem(storage.resolve(out, directory))
+                filesystems[directory] = fs
+                index.add_files(directory, _files(fs, path))
             for commit in iter_commits(out):
-                entries[commit.key] = _Entry.of(commit)
-                index.add(commit.key, commit.ids)
-            removed, live = 0, []
-            superseded = {k for e in entries.values() for k in e.supersedes}
-            for key in sorted(entries):
-                entry = entries[key]
-                if key in superseded:
+                index.add_commit(commit)
+            for entry in index.entries():
+                superseded = index.superseded(entry.key)
+                if superseded or not _has_parts(out, entry, index.listed):
+                    if not superseded:
+                        log.warning(
+                            "commit_without_parts", output=out, key=entry.key, ids=entry.ids
+                        )
                     _delete_commit(out, entry)
-                    index.drop(key)
+                    index.drop(entry.key)
                     removed += 1
-                elif not _has_parts(out, entry, names):
-                    log.warning("commit_without_parts", output=out, key=key, ids=entry.ids)
-                    _delete_commit(out, entry)
-                    index.drop(key)
-                    removed += 1
-                else:
-                    live.append(entry)
-            for entry in live:
+                    continue
+                index.set_live(entry.key)
                 for table in entry.rows:
-                    if (table, f"{PENDING_PREFIX}{entry.key}.parquet") in names:
+                    if index.listed(table, f"{PENDING_PREFIX}{entry.key}.parquet"):
                         _publish_part(out, entry.key, table, None)
-            keys = {e.key for e in live}
-            for directory, fs, info in listed:
-                key = _key_of(info.base_name) if directory != COMMITS_DIR else None
-                if ".partial-" in info.base_name or (key is not None and key not in keys):
-                    try:
-                        fs.delete_file(info.path)
-                        removed += 1
-                    except FileNotFoundError:
-                        pass
-            trimmed = 0
+                totals.add(entry)
+                if entry.has_scorer:
+                    last_scored_by = entry.key
+            for directory, path in index.unowned():
+                try:
+                    filesystems[directory].delete_file(path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
             for key, drop in index.duplicated():
                 commit = _read_commit(out, key)
                 if commit is not None:  # else: deleted under us; the next round sees it
@@ -509,24 +601,17 @@ def _recover_round(out: str) -> tuple[CommitTotals, int, int]:
                 trimmed += 1
         finally:
             index.close()
-    if live or removed or trimmed:
+    if totals.commits or removed or trimmed:
         log.info(
-            "output_recovered", output=out, commits=len(live), removed=removed, trimmed=trimmed
+            "output_recovered",
+            output=out,
+            commits=totals.commits,
+            removed=removed,
+            trimmed=trimmed,
         )
-    return _totals(out, live), removed, trimmed
-
-
-def _totals(out: str, live: Sequence[_Entry]) -> CommitTotals:
-    totals = CommitTotals(keys=[e.key for e in live])
-    for e in live:
-        totals.scored += e.scored
-        totals.audio_seconds += e.audio_seconds
-        for reason, n in e.reasons.items():
-            totals.reasons[reason] = totals.reasons.get(reason, 0) + n
-    last = next((e.key for e in reversed(live) if e.has_scorer), None)
-    commit = _read_commit(out, last) if last is not None else None
+    commit = _read_commit(out, last_scored_by) if last_scored_by is not None else None
     totals.scorer = commit.scorer if commit is not None else None
-    return totals
+    return totals, removed, trimmed
 
 
 def _read_part(out: str, table: str, key: str) -> pa.Table | None:
