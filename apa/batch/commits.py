@@ -520,6 +520,7 @@ class _RoundIndex:
         self.db.close()
 
 
+@dataclass
 class Repairs:
     """What :func:`recover` had to repair (counts add up over the calls given the same one)."""
 
