@@ -17,7 +17,9 @@ corpus size, stays out of a run that would otherwise take days at 500k rows on t
 Prints per size: rows per second, the peak resident memory (sampled every 0.2 s) of the
 driver (RSS; private (USS); anonymous, ``RssAnon``: what the driver itself allocates; and
 store pages, ``RssShmem``: object-store pages it has touched, shared memory the store
-owns), of the largest Ray worker and of all workers together (RSS and private memory).
+owns), of the largest Ray worker and of all workers together (RSS and private memory; RSS
+counts the object-store pages a process has touched, shared and bounded by the job's
+``object_store_mib``, once in every process that touched them).
 After the table, per size: how many workers were alive when their summed private memory
 peaked, and the largest workers' own peaks with their process titles (which worker grew).
 Flat peaks from the smallest to the largest size mean nothing grows with the corpus.
@@ -86,6 +88,7 @@ def memory(n: int, work: Path, args: argparse.Namespace) -> str:
           f"{mib(peak.driver)} | {mib(peak.driver_private)} | {mib(peak.driver_anon)} | "
           f"{mib(peak.driver_store)} | "
           f"{mib(max(peak.workers.values(), default=0))} | "
+          f"{mib(max((uss for uss, _ in peak.worker_private.values()), default=0))} | "
           f"{mib(peak.workers_total)} | {mib(peak.workers_private)} |", flush=True)  # fmt: skip
     largest = sorted(peak.worker_private.values(), reverse=True)[:8]
     return (f"- {n:,} rows: {peak.workers_at_private_peak} workers alive at the peak of their "
@@ -127,9 +130,9 @@ def main() -> None:
     print(f"device: {platform.machine()}, {psutil.cpu_count()} CPUs, "
           f"{mib(psutil.virtual_memory().total)} RAM; builtin:passthrough; in {work}")  # fmt: skip
     print("| rows | scored | errors | rows/s | driver peak RSS | driver (private) | driver "
-          "(anonymous) | driver (store pages) | largest worker | all workers (RSS) | "
-          "all workers (private) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "(anonymous) | driver (store pages) | largest worker (RSS) | largest worker "
+          "(private) | all workers (RSS) | all workers (private) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     workers = [memory(n, work, args) for n in args.sizes]
     print("\n".join(workers), flush=True)
     if args.start_rows:
