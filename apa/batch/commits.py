@@ -252,16 +252,10 @@ def _publish_part(out: str, key: str, table: str, data: bytes | None) -> bool:
 
 def _list(directory: str) -> Iterator[tuple[pafs.FileSystem, pafs.FileInfo]]:
     fs, path = storage.filesystem(directory)
-    for info in _files(fs, path):
-        yield fs, info
-
-
-def _files(fs: pafs.FileSystem, path: str) -> Iterator[pafs.FileInfo]:
-    """The files (not folders) directly in ``path`` of ``fs``; none where it does not exist."""
     selector = pafs.FileSelector(path, allow_not_found=True, recursive=False)
     for info in fs.get_file_info(selector):
         if info.type == pafs.FileType.File:
-            yield info
+            yield fs, info
 
 
 def read_commits(out: str) -> list[Commit]:
@@ -412,9 +406,8 @@ class _RoundIndex:
             """
             PRAGMA journal_mode = OFF;
             PRAGMA synchronous = OFF;
-            CREATE TABLE files (directory TEXT NOT NULL, name TEXT NOT NULL,
-                                path TEXT NOT NULL, key TEXT, stray INTEGER NOT NULL,
-                                PRIMARY KEY (directory, name));
+            CREATE TABLE files (directory TEXT NOT NULL, name TEXT NOT NULL, key TEXT,
+                                stray INTEGER NOT NULL, PRIMARY KEY (directory, name));
             CREATE TABLE commits (key TEXT PRIMARY KEY, entry TEXT NOT NULL,
                                   live INTEGER NOT NULL DEFAULT 0);
             CREATE TABLE superseded (key TEXT PRIMARY KEY) WITHOUT ROWID;
@@ -422,20 +415,19 @@ class _RoundIndex:
             """
         )
 
-    def add_files(self, directory: str, infos: Iterable[pafs.FileInfo]) -> None:
-        """Files of ``directory`` (a table's or the commits'): a part's key is kept, and a
-        half-written ``.partial-`` file is marked stray."""
+    def add_files(self, directory: str, names: Iterable[str]) -> None:
+        """Files of ``directory`` (a table's or the commits'), by name: a part's key is
+        kept, and a half-written ``.partial-`` file is marked stray."""
         self.db.executemany(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
             (
                 (
                     directory,
-                    info.base_name,
-                    info.path,
-                    _key_of(info.base_name) if directory != COMMITS_DIR else None,
-                    ".partial-" in info.base_name,
+                    name,
+                    _key_of(name) if directory != COMMITS_DIR else None,
+                    ".partial-" in name,
                 )
-                for info in infos
+                for name in names
             ),
         )
 
@@ -484,11 +476,11 @@ class _RoundIndex:
         self.db.execute("DELETE FROM ids WHERE key = ?", (key,))
 
     def unowned(self) -> Iterator[tuple[str, str]]:
-        """(directory, path) of every listed file no live commit owns: a part whose key has
+        """(directory, name) of every listed file no live commit owns: a part whose key has
         no live commit, and every stray ``.partial-`` file."""
         yield from self.db.execute(
             """
-            SELECT directory, path FROM files
+            SELECT directory, name FROM files
                 WHERE stray OR (key IS NOT NULL
                                 AND key NOT IN (SELECT key FROM commits WHERE live))
             """
@@ -569,11 +561,9 @@ def _recover_round(out: str) -> tuple[CommitTotals, int, int]:
     with tempfile.TemporaryDirectory(prefix="apa-recover-") as scratch:
         index = _RoundIndex(Path(scratch) / "round.sqlite")
         try:
-            filesystems: dict[str, pafs.FileSystem] = {}
             for directory in (*TABLES, COMMITS_DIR):
-                fs, path = storage.filesystem(storage.resolve(out, directory))
-                filesystems[directory] = fs
-                index.add_files(directory, _files(fs, path))
+                listing = _list(storage.resolve(out, directory))
+                index.add_files(directory, (info.base_name for _, info in listing))
             for commit in iter_commits(out):
                 index.add_commit(commit)
             for entry in index.entries():
@@ -594,12 +584,8 @@ def _recover_round(out: str) -> tuple[CommitTotals, int, int]:
                 totals.add(entry)
                 if entry.has_scorer:
                     last_scored_by = entry.key
-            for directory, path in index.unowned():
-                try:
-                    filesystems[directory].delete_file(path)
-                    removed += 1
-                except FileNotFoundError:
-                    pass
+            for directory, name in index.unowned():
+                removed += _delete(storage.resolve(storage.resolve(out, directory), name))
             for key, drop in index.duplicated():
                 commit = _read_commit(out, key)
                 if commit is not None:  # else: deleted under us; the next round sees it
