@@ -89,7 +89,8 @@ def memory(n: int, work: Path, args: argparse.Namespace) -> str:
           f"{mib(peak.driver_store)} | "
           f"{mib(max(peak.workers.values(), default=0))} | "
           f"{mib(max((uss for uss, _ in peak.worker_private.values()), default=0))} | "
-          f"{mib(peak.workers_total)} | {mib(peak.workers_private)} |", flush=True)  # fmt: skip
+          f"{mib(peak.workers_total)} | {mib(peak.workers_private)} | "
+          f"{mib(peak.workers_proportional)} | {mib(peak.store)} |", flush=True)  # fmt: skip
     largest = sorted(peak.worker_private.values(), reverse=True)[:8]
     return (f"- {n:,} rows: {peak.workers_at_private_peak} workers alive at the peak of their "
             f"summed private memory, {len(peak.worker_private)} seen; each one's peak private "
@@ -131,8 +132,9 @@ def main() -> None:
           f"{mib(psutil.virtual_memory().total)} RAM; builtin:passthrough; in {work}")  # fmt: skip
     print("| rows | scored | errors | rows/s | driver peak RSS | driver (private) | driver "
           "(anonymous) | driver (store pages) | largest worker (RSS) | largest worker "
-          "(private) | all workers (RSS) | all workers (private) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "(private) | all workers (RSS) | all workers (private) | all workers (proportional) "
+          "| object store (committed) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     workers = [memory(n, work, args) for n in args.sizes]
     print("\n".join(workers), flush=True)
     if args.start_rows:

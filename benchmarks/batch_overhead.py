@@ -63,6 +63,14 @@ class PeakRss:
         self.workers_private = 0
         """peak of the summed private memory (USS) of the workers: no shared object-store
         pages, which RSS counts once per process that touched them"""
+        self.workers_proportional = 0
+        """peak of the summed proportional memory (PSS) of the workers: each shared page
+        split among the processes that map it, so the sum counts the object-store pages the
+        workers touched once, not once per worker"""
+        self.store = 0
+        """peak shared memory of the whole machine (``Shmem`` of ``/proc/meminfo``) above
+        its level when sampling started: the object-store pages the job's Ray has
+        committed, each counted once"""
         self.workers_at_private_peak = 0
         """worker processes alive in the sample where :attr:`workers_private` peaked"""
         self.worker_private: dict[int, tuple[int, str]] = {}
@@ -80,6 +88,7 @@ class PeakRss:
 
     def _run(self) -> None:
         me = psutil.Process(self.pid)
+        shmem_before = _shmem()
         while not self._stop.is_set():
             try:
                 self.driver = max(self.driver, me.memory_info().rss)
@@ -89,7 +98,8 @@ class PeakRss:
                 self.driver_store = max(self.driver_store, store)
             except (psutil.Error, OSError):
                 pass
-            total = private = alive = 0
+            self.store = max(self.store, _shmem() - shmem_before)
+            total = private = proportional = alive = 0
             for p in psutil.process_iter(["pid", "name", "cmdline"]):
                 cmd = " ".join(p.info["cmdline"] or [])
                 if p.pid != me.pid and (
@@ -97,20 +107,32 @@ class PeakRss:
                 ):
                     try:
                         rss = p.memory_info().rss
-                        uss = p.memory_full_info().uss
+                        full = p.memory_full_info()
                     except psutil.Error:
                         continue
+                    uss = full.uss
                     self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
                     if uss > self.worker_private.get(p.pid, (0, ""))[0]:
                         title = cmd.split()[0] if cmd.startswith("ray::") else p.info["name"] or ""
                         self.worker_private[p.pid] = (uss, title)
                     total += rss
                     private += uss
+                    proportional += full.pss
                     alive += 1
             self.workers_total = max(self.workers_total, total)
+            self.workers_proportional = max(self.workers_proportional, proportional)
             if private > self.workers_private:
                 self.workers_private, self.workers_at_private_peak = private, alive
             self._stop.wait(self.interval_s)
+
+
+def _shmem() -> int:
+    """The machine's shared memory in bytes (``Shmem`` of ``/proc/meminfo``; 0 off Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Shmem:"))
+    except (OSError, StopIteration):
+        return 0
 
 
 def _rss_parts(pid: int) -> tuple[int, int]:
