@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -65,6 +66,7 @@ from apa.batch.summary import BatchSummary, summarise_commits
 from apa.cli_options import given, setting_flags
 from apa.data.inputs import read_utterances
 from apa.log import configure_logging, get_logger
+from apa.models.errors import ModelLoadError
 from apa.scoring.pipeline import concurrency_guard
 from apa.scoring.settings import ScoringSettings
 from apa.scoring.summary import SUMMARY_FILE, write_summary
@@ -73,6 +75,10 @@ from ray_jobs.malloc_arenas import limit_malloc_arenas
 from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
+
+MODEL_LOAD_FAILED = "apa: the scorer cannot load its model: "
+"""how a scorer actor's :class:`ModelLoadError` starts its one line of text"""
+_LOAD_FAILED_LINE = re.compile(re.escape(MODEL_LOAD_FAILED) + r"(\{.*\})$", re.MULTILINE)
 
 BLOCK_BYTES = 4 * 2**20
 """the job's Ray Data blocks (decoded audio, mostly): about 20 clips of a few seconds"""
@@ -88,7 +94,14 @@ class ScorerActor:
 
         started = time.perf_counter()
         self.batch_size = scoring.batch_size
-        self.scorer = load_scorer(scoring)
+        try:
+            self.scorer = load_scorer(scoring)
+        except ModelLoadError as e:
+            # the driver gets a failed creation task's error as text only (ActorDiedError):
+            # one line it reads back (_model_load_error), the traceback below it
+            code = e.reason.removeprefix(f"{e.stage}.")
+            line = json.dumps({"code": code, "message": e.message})
+            raise RuntimeError(f"{MODEL_LOAD_FAILED}{line}") from e
         self.guard = concurrency_guard(self.scorer)
         log.info(
             "scorer_loaded",
@@ -239,7 +252,8 @@ def build_dataset(source, settings: BatchSettings):
 def run_batch(settings: BatchSettings) -> BatchSummary:
     """Run the job on the connected Ray cluster; returns the summary (also written as
     ``summary.json`` into the output and logged). Raises ``FileNotFoundError``/``OSError``/
-    ``ValueError`` when the input as a whole cannot be read, ``RuntimeError`` when inputs
+    ``ValueError`` when the input as a whole cannot be read, :class:`ModelLoadError` when
+    the scorers cannot load the model (nothing is committed), ``RuntimeError`` when inputs
     are still not committed after ``settings.max_passes`` passes (they are never dropped
     silently).
 
@@ -446,9 +460,41 @@ class Tally:
 
 def _consume(dataset, total: int | None, interval_s: float) -> Tally:
     """Drive the pipeline, counting the commits; log progress every ``interval_s``
-    (``total``: the rows sent, when known before the pass)."""
+    (``total``: the rows sent, when known before the pass). A scorer that cannot load its
+    model fails the pipeline; that failure is raised as the :class:`ModelLoadError` itself,
+    not as Ray's wrappers of it."""
     tally = Tally()
-    started = last = time.perf_counter()
+    started = time.perf_counter()
+    try:
+        _count(dataset, tally, total, interval_s, started)
+    except Exception as e:
+        if (cause := _model_load_error(e)) is not None:
+            raise cause from None
+        raise
+    return tally
+
+
+def _model_load_error(err: BaseException) -> ModelLoadError | None:
+    """The :class:`ModelLoadError` behind a pipeline's failure, if one is. A scorer actor
+    that cannot load its model fails its creation task, which reaches the driver as Ray's
+    ``ActorDiedError`` with the actor's error as text only: :class:`ScorerActor` puts it
+    there as one line (:data:`MODEL_LOAD_FAILED` and JSON), read back here."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [err]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if found := _LOAD_FAILED_LINE.search(str(e)):
+            fields = json.loads(found.group(1))
+            return ModelLoadError(fields["code"], fields["message"])
+        stack += [e.__cause__, e.__context__]
+    return None
+
+
+def _count(dataset, tally: Tally, total: int | None, interval_s: float, started: float) -> None:
+    last = started
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         columns = [batch.column(c).to_pylist() for c in ("processed", "scored", "audio_seconds")]
         for processed, scored, audio_seconds in zip(*columns, strict=True):
@@ -466,7 +512,6 @@ def _consume(dataset, total: int | None, interval_s: float) -> Tally:
                 audio_hours=round(tally.audio_seconds / 3600, 4),
                 utterances_per_second=round(tally.processed / (now - started), 2),
             )
-    return tally
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -509,6 +554,10 @@ def main(*, flags: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = run_batch(settings)
+    except ModelLoadError as e:
+        log.error("model_load_failed", reason=e.reason, message=e.message)
+        typer.echo(f"error: cannot load the model ({e.reason}): {e.message}", err=True)
+        raise typer.Exit(code=2) from None
     except (FileNotFoundError, OSError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from None

@@ -10,14 +10,17 @@ import time
 from collections import Counter
 
 import pytest
+from typer.testing import CliRunner
 
 from apa.batch.commits import read_commits
 from apa.data.inputs import read_utterances
 from apa.data.manifest import DamagedManifestError
+from apa.models.errors import ModelLoadError
 from apa.scoring.run import run_scoring
 from apa.scoring.settings import ScoringSettings
 from apa.synth.demo import BAD_ROWS
 from apa.tables import read_assessments, read_table
+from ray_jobs.batch_score import app as batch_app
 from ray_jobs.batch_score import run_batch
 from tests.ray_jobs.conftest import job_settings, sorted_tables
 
@@ -196,3 +199,36 @@ def test_an_s3_prefix_of_audio_with_a_sidecar_of_texts(ray_local, s3, demo_manif
     errors = {e["utterance_id"]: e["reason"] for e in read_table(f"{out}/errors").to_pylist()}
     assert errors == {"corrupt": "audio.undecodable", "no_such_audio": "input.no_audio"}
     assert summary.inputs == 4
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [("builtin:no-such-model", "model.unknown_builtin"), ("./no/such/dir", "model.not_found")],
+)
+def test_a_model_that_cannot_be_loaded_stops_the_job_as_its_own_error(
+    ray_local, demo_manifest, tmp_path, model, reason
+):
+    """The scorer actors fail to start; the driver raises their ``ModelLoadError`` (the
+    CLI's exit 2 with its reason), not Ray's wrappers, having committed nothing."""
+    scoring = ScoringSettings(model=model)
+    with pytest.raises(ModelLoadError) as raised:
+        run_batch(job_settings(str(demo_manifest), str(tmp_path / "out"), scoring=scoring))
+    assert raised.value.reason == reason
+    assert model in raised.value.message
+    assert not list((tmp_path / "out").glob("_commits/*"))
+    assert not list((tmp_path / "out").glob("_inputs/*"))
+
+
+def test_the_job_ends_on_a_model_that_cannot_be_loaded_with_its_reason_and_exit_2(
+    ray_local, demo_manifest, tmp_path, monkeypatch
+):
+    """The last line is the reason (above it, Ray Data's own log of the failure)."""
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # restored after: main() sets it
+    monkeypatch.setattr("ray_jobs.batch_score.signal.signal", lambda *args: None)
+    args = ["--input", str(demo_manifest), "--output", str(tmp_path / "out")]
+    result = CliRunner().invoke(batch_app, [*args, "--model", "builtin:no-such-model"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: cannot load the model (model.unknown_builtin): unknown built-in model "
+        "'builtin:no-such-model': expected one of builtin:tiny-qwen2-audio, builtin:tiny-phi4mm"
+    )
