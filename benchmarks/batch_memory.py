@@ -1,6 +1,6 @@
 """The batch job's memory as the corpus grows, and how soon scoring starts on a big manifest.
 
-    .venv/bin/python benchmarks/batch_memory.py [--sizes 10000,500000] [--start-rows 1000000]
+    .venv/bin/python benchmarks/batch_memory.py [--sizes 10000,100000,500000] [--start-rows 1000000]
     .venv/bin/python benchmarks/batch_memory.py --sizes 2000,20000 --start-rows 100000  # minutes
     .venv/bin/python benchmarks/batch_memory.py --sizes '' --start-rows 1000000  # the start only
 
@@ -14,12 +14,16 @@ the manifest, fetching and decoding audio, canonical phones, writing the committ
 sets, the driver's bookkeeping) is real, and the model's cost, which does not depend on the
 corpus size, stays out of a run that would otherwise take days at 500k rows on two cores.
 
-Prints per size: rows per second, the peak resident memory (sampled every 0.2 s) of the
+Prints per size: rows per second, the peak resident memory (sampled every 0.2 s from
+launch until the job has written its summary; Ray's shutdown after it is left out) of the
 driver (RSS; private (USS); anonymous, ``RssAnon``: what the driver itself allocates; and
 store pages, ``RssShmem``: object-store pages it has touched, shared memory the store
 owns), of the largest Ray worker and of all workers together (RSS and private memory; RSS
 counts the object-store pages a process has touched, shared and bounded by the job's
-``object_store_mib``, once in every process that touched them).
+``object_store_mib``, once in every process that touched them), the workers' summed
+proportional memory (PSS: each shared page split among the processes that map it, so the
+sum counts every page once) and the object store's committed pages (the machine's
+``Shmem`` above its level at launch).
 After the table, per size: how many workers were alive when their summed private memory
 peaked, and the largest workers' own peaks with their process titles (which worker grew).
 Flat peaks from the smallest to the largest size mean nothing grows with the corpus.
@@ -79,8 +83,13 @@ def memory(n: int, work: Path, args: argparse.Namespace) -> str:
     started = time.perf_counter()
     proc = job(manifest, out, args)
     with PeakRss(driver=proc.pid) as peak:
-        if proc.wait() != 0:
-            raise SystemExit(f"the job failed; see {out.with_suffix('.log')}")
+        # sampled until the job has written its summary (its work done), not through Ray's
+        # shutdown: as workers exit, the last ones become the only holders of the shared
+        # library pages, so their private memory jumps (~+110 MiB) with nothing allocated
+        while proc.poll() is None and not (out / "summary.json").exists():
+            time.sleep(0.05)
+    if proc.wait() != 0:
+        raise SystemExit(f"the job failed; see {out.with_suffix('.log')}")
     seconds = time.perf_counter() - started
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"] == n - 1, summary  # the duplicate: two rows, one input
@@ -121,7 +130,7 @@ def start_latency(n: int, work: Path, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",") if x],
-                        default=[10_000, 500_000],
+                        default=[10_000, 100_000, 500_000],
                         help="comma-separated row counts ('': the start only)")  # fmt: skip
     parser.add_argument("--start-rows", type=int, default=1_000_000)
     parser.add_argument("--rows-per-part", type=int, default=256)
