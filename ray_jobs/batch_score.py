@@ -464,9 +464,27 @@ def _consume(dataset, total: int | None, interval_s: float) -> Tally:
     model fails the pipeline; that failure is raised as the :class:`ModelLoadError` itself,
     not as Ray's wrappers of it."""
     tally = Tally()
-    started = time.perf_counter()
+    started = last = time.perf_counter()
     try:
-        _count(dataset, tally, total, interval_s, started)
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            columns = [
+                batch.column(c).to_pylist() for c in ("processed", "scored", "audio_seconds")
+            ]
+            for processed, scored, audio_seconds in zip(*columns, strict=True):
+                tally.add(processed, scored, audio_seconds)
+                failpoints.hit("batch.driver.after_commit_counted")
+            now = time.perf_counter()
+            if now - last >= interval_s or tally.processed == total:
+                last = now
+                log.info(
+                    "progress",
+                    done=tally.processed,
+                    total=total,
+                    scored=tally.scored,
+                    errors=tally.processed - tally.scored,
+                    audio_hours=round(tally.audio_seconds / 3600, 4),
+                    utterances_per_second=round(tally.processed / (now - started), 2),
+                )
     except Exception as e:
         if (cause := _model_load_error(e)) is not None:
             raise cause from None
@@ -491,27 +509,6 @@ def _model_load_error(err: BaseException) -> ModelLoadError | None:
             return ModelLoadError(fields["code"], fields["message"])
         stack += [e.__cause__, e.__context__]
     return None
-
-
-def _count(dataset, tally: Tally, total: int | None, interval_s: float, started: float) -> None:
-    last = started
-    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-        columns = [batch.column(c).to_pylist() for c in ("processed", "scored", "audio_seconds")]
-        for processed, scored, audio_seconds in zip(*columns, strict=True):
-            tally.add(processed, scored, audio_seconds)
-            failpoints.hit("batch.driver.after_commit_counted")
-        now = time.perf_counter()
-        if now - last >= interval_s or tally.processed == total:
-            last = now
-            log.info(
-                "progress",
-                done=tally.processed,
-                total=total,
-                scored=tally.scored,
-                errors=tally.processed - tally.scored,
-                audio_hours=round(tally.audio_seconds / 3600, 4),
-                utterances_per_second=round(tally.processed / (now - started), 2),
-            )
 
 
 def _terminated(signum: int, frame: Any) -> None:
