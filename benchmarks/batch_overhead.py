@@ -91,8 +91,9 @@ class PeakRss:
         shmem_before = _shmem()
         while not self._stop.is_set():
             try:
-                self.driver = max(self.driver, me.memory_info().rss)
-                self.driver_private = max(self.driver_private, me.memory_full_info().uss)
+                full = me.memory_full_info()  # one read of smaps: rss, uss and pss
+                self.driver = max(self.driver, full.rss)
+                self.driver_private = max(self.driver_private, full.uss)
                 anon, store = _rss_parts(self.pid)
                 self.driver_anon = max(self.driver_anon, anon)
                 self.driver_store = max(self.driver_store, store)
@@ -106,11 +107,10 @@ class PeakRss:
                     (p.info["name"] or "").startswith("ray::") or "default_worker.py" in cmd
                 ):
                     try:
-                        rss = p.memory_info().rss
                         full = p.memory_full_info()
                     except psutil.Error:
                         continue
-                    uss = full.uss
+                    rss, uss = full.rss, full.uss
                     self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
                     if uss > self.worker_private.get(p.pid, (0, ""))[0]:
                         title = cmd.split()[0] if cmd.startswith("ray::") else p.info["name"] or ""

@@ -323,7 +323,7 @@ def _read_commit(out: str, key: str) -> Commit | None:
 
 @dataclass(frozen=True)
 class _Entry:
-    """What a recover round keeps of one commit: no ids (those go to an :class:`_IdIndex`
+    """What a recover round keeps of one commit: no ids (those go to a :class:`_RoundIndex`
     on disk), only what is needed to repair the output and to add up the totals."""
 
     key: str
