@@ -22,8 +22,10 @@ owns), of the largest Ray worker and of all workers together (RSS and private me
 counts the object-store pages a process has touched, shared and bounded by the job's
 ``object_store_mib``, once in every process that touched them), the workers' summed
 proportional memory (PSS: each shared page split among the processes that map it, so the
-sum counts every page once) and the object store's committed pages (the machine's
-``Shmem`` above its level at launch).
+sum counts every page once), the workers' anonymous memory (the largest one's and the sum:
+RSS less file and shared-memory pages, what the workers themselves allocate, with neither
+the object store nor shared libraries in it) and the object store's committed pages (the
+machine's ``Shmem`` above its level at launch).
 After the table, per size: how many workers were alive when their summed private memory
 peaked, and the largest workers' own peaks with their process titles (which worker grew).
 Flat peaks from the smallest to the largest size mean nothing grows with the corpus.
@@ -98,8 +100,10 @@ def memory(n: int, work: Path, args: argparse.Namespace) -> str:
           f"{mib(peak.driver_store)} | "
           f"{mib(max(peak.workers.values(), default=0))} | "
           f"{mib(max((uss for uss, _ in peak.worker_private.values()), default=0))} | "
+          f"{mib(max(peak.workers_anon.values(), default=0))} | "
           f"{mib(peak.workers_total)} | {mib(peak.workers_private)} | "
-          f"{mib(peak.workers_proportional)} | {mib(peak.store)} |", flush=True)  # fmt: skip
+          f"{mib(peak.workers_proportional)} | {mib(peak.workers_anon_total)} | "
+          f"{mib(peak.store)} |", flush=True)  # fmt: skip
     largest = sorted(peak.worker_private.values(), reverse=True)[:8]
     return (f"- {n:,} rows: {peak.workers_at_private_peak} workers alive at the peak of their "
             f"summed private memory, {len(peak.worker_private)} seen; each one's peak private "
@@ -139,11 +143,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="apa-batch-memory-"))
     print(f"device: {platform.machine()}, {psutil.cpu_count()} CPUs, "
           f"{mib(psutil.virtual_memory().total)} RAM; builtin:passthrough; in {work}")  # fmt: skip
-    print("| rows | scored | errors | rows/s | driver peak RSS | driver (private) | driver "
-          "(anonymous) | driver (store pages) | largest worker (RSS) | largest worker "
-          "(private) | all workers (RSS) | all workers (private) | all workers (proportional) "
-          "| object store (committed) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print(
+        "| rows | scored | errors | rows/s | driver peak RSS | driver (private) | driver "
+        "(anonymous) | driver (store pages) | largest worker (RSS) | largest worker "
+        "(private) | largest worker (anonymous) | all workers (RSS) | all workers (private) | "
+        "all workers (proportional) | all workers (anonymous) | object store (committed) |"
+    )
+    print("|---" * 16 + "|", flush=True)
     workers = [memory(n, work, args) for n in args.sizes]
     print("\n".join(workers), flush=True)
     if args.start_rows:

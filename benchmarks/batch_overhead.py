@@ -63,6 +63,12 @@ class PeakRss:
         self.workers_private = 0
         """peak of the summed private memory (USS) of the workers: no shared object-store
         pages, which RSS counts once per process that touched them"""
+        self.workers_anon: dict[int, int] = {}
+        """pid -> peak anonymous memory (RSS less its file and shared-memory pages: the
+        heap, allocator arenas and stacks the worker itself allocated, no object-store pages
+        and no shared libraries)"""
+        self.workers_anon_total = 0
+        """peak of the workers' summed anonymous memory"""
         self.workers_proportional = 0
         """peak of the summed proportional memory (PSS) of the workers: each shared page
         split among the processes that map it, so the sum counts the object-store pages the
@@ -100,7 +106,7 @@ class PeakRss:
             except (psutil.Error, OSError):
                 pass
             self.store = max(self.store, _shmem() - shmem_before)
-            total = private = proportional = alive = 0
+            total = private = proportional = anonymous = alive = 0
             for p in psutil.process_iter(["pid", "name", "cmdline"]):
                 cmd = " ".join(p.info["cmdline"] or [])
                 if p.pid != me.pid and (
@@ -111,15 +117,19 @@ class PeakRss:
                     except psutil.Error:
                         continue
                     rss, uss = full.rss, full.uss
+                    anon = rss - full.shared  # shared: RssFile + RssShmem, from statm
                     self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
+                    self.workers_anon[p.pid] = max(self.workers_anon.get(p.pid, 0), anon)
                     if uss > self.worker_private.get(p.pid, (0, ""))[0]:
                         title = cmd.split()[0] if cmd.startswith("ray::") else p.info["name"] or ""
                         self.worker_private[p.pid] = (uss, title)
                     total += rss
                     private += uss
                     proportional += full.pss
+                    anonymous += anon
                     alive += 1
             self.workers_total = max(self.workers_total, total)
+            self.workers_anon_total = max(self.workers_anon_total, anonymous)
             self.workers_proportional = max(self.workers_proportional, proportional)
             if private > self.workers_private:
                 self.workers_private, self.workers_at_private_peak = private, alive
