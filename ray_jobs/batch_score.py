@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -76,10 +75,6 @@ from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
 
-MODEL_LOAD_FAILED = "apa: the scorer cannot load its model: "
-"""how a scorer actor's :class:`ModelLoadError` starts its one line of text"""
-_LOAD_FAILED_LINE = re.compile(re.escape(MODEL_LOAD_FAILED) + r"(\{.*\})$", re.MULTILINE)
-
 BLOCK_BYTES = 4 * 2**20
 """the job's Ray Data blocks (decoded audio, mostly): about 20 clips of a few seconds"""
 
@@ -98,10 +93,8 @@ class ScorerActor:
             self.scorer = load_scorer(scoring)
         except ModelLoadError as e:
             # the driver gets a failed creation task's error as text only (ActorDiedError):
-            # one line it reads back (_model_load_error), the traceback below it
-            code = e.reason.removeprefix(f"{e.stage}.")
-            line = json.dumps({"code": code, "message": e.message})
-            raise RuntimeError(f"{MODEL_LOAD_FAILED}{line}") from e
+            # one line it reads back (_consume), the traceback below it
+            raise RuntimeError(e.as_text()) from e
         self.guard = concurrency_guard(self.scorer)
         log.info(
             "scorer_loaded",
@@ -486,29 +479,10 @@ def _consume(dataset, total: int | None, interval_s: float) -> Tally:
                     utterances_per_second=round(tally.processed / (now - started), 2),
                 )
     except Exception as e:
-        if (cause := _model_load_error(e)) is not None:
+        if (cause := ModelLoadError.behind(e)) is not None:
             raise cause from None
         raise
     return tally
-
-
-def _model_load_error(err: BaseException) -> ModelLoadError | None:
-    """The :class:`ModelLoadError` behind a pipeline's failure, if one is. A scorer actor
-    that cannot load its model fails its creation task, which reaches the driver as Ray's
-    ``ActorDiedError`` with the actor's error as text only: :class:`ScorerActor` puts it
-    there as one line (:data:`MODEL_LOAD_FAILED` and JSON), read back here."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [err]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if found := _LOAD_FAILED_LINE.search(str(e)):
-            fields = json.loads(found.group(1))
-            return ModelLoadError(fields["code"], fields["message"])
-        stack += [e.__cause__, e.__context__]
-    return None
 
 
 def _terminated(signum: int, frame: Any) -> None:

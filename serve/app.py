@@ -31,6 +31,7 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -58,6 +59,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from apa.lexicon import Lexicon
 from apa.log import configure_logging, get_logger
+from apa.models.errors import ModelLoadError
 from apa.schema import Assessment, ErrorRecord, Level
 from apa.scorer import PreparedUtterance, ScoreResult
 from apa.scoring.pipeline import concurrency_guard, score_batch
@@ -71,6 +73,10 @@ from serve.metrics import IngressMetrics, ScorerMetrics
 from serve.settings import ServeSettings
 
 log = get_logger(__name__)
+
+LOAD_FAILURE_TTL_S = 5.0
+"""how long the Ingress reuses one look at Serve's status for a model load failure (a look
+asks the Serve controller; while no model replica answers, every request would)"""
 
 RequestId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
 
@@ -281,6 +287,17 @@ async def _parse_multipart(request: Request, body: bytes) -> _Parsed:
         await form.close()
 
 
+def model_load_failure(app_name: str) -> ModelLoadError | None:
+    """The :class:`ModelLoadError` a deployment of this Serve application reports in its
+    status message (its replicas fail to start: :class:`Scorer` writes the error there), if
+    one does."""
+    app_status = serve.status().applications.get(app_name)
+    for deployment in app_status.deployments.values() if app_status else ():
+        if (error := ModelLoadError.in_text(deployment.message)) is not None:
+            return error
+    return None
+
+
 @serve.deployment
 class Scorer:
     """The model deployment: one scorer per replica, dynamic batches through ``score``."""
@@ -289,7 +306,13 @@ class Scorer:
         configure_logging()
         self.settings = ServeSettings(**args)
         started = time.perf_counter()
-        self.scorer = load_scorer(self.settings.scoring)
+        try:
+            self.scorer = load_scorer(self.settings.scoring)
+        except ModelLoadError as e:
+            log.error("model_load_failed", reason=e.reason, message=e.message)
+            # Serve keeps a failed replica start as its traceback's text (the deployment's
+            # status message): one line that the Ingress and serve.local read back
+            raise RuntimeError(e.as_text()) from e
         self.guard = concurrency_guard(self.scorer)
         self.metrics = ScorerMetrics()
         self.score.set_max_batch_size(self.settings.scoring.batch_size)
@@ -343,6 +366,9 @@ class Ingress:
         self.scorer = scorer
         self.metrics = IngressMetrics()
         self._retry = {"Retry-After": str(self.settings.retry_after_s)}
+        self._load_failure: tuple[float, ModelLoadError | None] = (-math.inf, None)
+        """when Serve's status was last read for a model load failure, and what it said"""
+        self._load_failure_lock = asyncio.Lock()
         self.admission = Admission(
             max_in_flight=self.settings.max_in_flight_requests,
             max_per_client=self.settings.max_in_flight_per_client,
@@ -385,12 +411,35 @@ class Ingress:
                 self.scorer.info.remote(), timeout=self.settings.health_timeout_s
             )
         except (TimeoutError, BackPressureError, DeploymentUnavailableError) as e:
+            await self._raise_if_model_load_failed()
             raise Problem(
                 "server.not_ready",
                 f"no model replica answered within {self.settings.health_timeout_s:g} s "
                 f"({type(e).__name__})",
                 headers=self._retry,
             ) from e
+
+    async def _raise_if_model_load_failed(self) -> None:
+        """When no model replica answers: a 503 ``server.model_load_failed`` with the
+        reason if the Scorer's replicas fail to start because the model cannot be loaded
+        (read from Serve's status of this application; no ``Retry-After``, as retrying does
+        not mend it), else nothing (not ready yet, or overloaded)."""
+        async with self._load_failure_lock:  # one look at a time, then shared a while
+            checked, error = self._load_failure
+            if time.monotonic() - checked >= LOAD_FAILURE_TTL_S:
+                app_name = serve.get_replica_context().app_name
+                try:
+                    error = await asyncio.to_thread(model_load_failure, app_name)
+                except Exception:  # the controller out of reach: say not ready, as before
+                    log.warning("serve_status_failed", exc_info=True)
+                    error = None
+                self._load_failure = (time.monotonic(), error)
+        if error is not None:
+            raise Problem(
+                "server.model_load_failed",
+                f"the model cannot be loaded ({error.reason}): {error.message}",
+                extra={"model_reason": error.reason},
+            )
 
     @app.get("/-/healthz", summary="ready once a model replica has its model loaded")
     async def healthz(self, request: Request) -> Response:
@@ -443,7 +492,8 @@ class Ingress:
                     (
                         503,
                         "overloaded (server.overloaded) or not ready (server.not_ready): "
-                        "retry after Retry-After seconds",
+                        "retry after Retry-After seconds; or the model cannot be loaded "
+                        "(server.model_load_failed)",
                     ),
                 )
             },
@@ -504,6 +554,7 @@ class Ingress:
                 "server.overloaded", "too many requests in flight; retry", headers=self._retry
             ) from e
         except DeploymentUnavailableError as e:
+            await self._raise_if_model_load_failed()
             raise Problem(
                 "server.not_ready", "no model replica is available", headers=self._retry
             ) from e

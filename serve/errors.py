@@ -5,7 +5,8 @@ Every refusal carries ``type``, ``title``, ``status``, ``detail`` and a ``reason
 ``lexicon.unknown_word``), plus the service's own ``request.*``, ``auth.*``, ``client.*``
 and ``server.*``. A client's mistake is always a 4xx (``client.rate_limited``, 429: this
 client has too many requests in flight); a 5xx means the service is overloaded or not ready
-(503, both with ``Retry-After``) or broken (500, ``server.error``).
+(503, both with ``Retry-After``), cannot load its model (503 ``server.model_load_failed``,
+no ``Retry-After``: it needs a new deployment) or broken (500, ``server.error``).
 
 >>> status_for("audio.too_long"), status_for("audio.too_large"), status_for("model.failed")
 (422, 413, 500)
@@ -53,6 +54,7 @@ _STATUS_BY_REASON: dict[str, int] = {
     "client.rate_limited": 429,
     "server.overloaded": 503,
     "server.not_ready": 503,
+    "server.model_load_failed": 503,
 }
 _STATUS_BY_STAGE: dict[str, int] = {
     "input": 422,

@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from apa.models.errors import ModelLoadError
 
 ROUTE_PREFIX = "/apa"
 
@@ -45,16 +48,25 @@ def wait_healthy(url: str, timeout_s: float = 300) -> None:
     raise TimeoutError(f"{url}/-/healthz did not answer 200 in {timeout_s:g} s: {last!r}")
 
 
-def start(args: dict[str, Any], *, port: int, name: str = "apa") -> str:
+def start(
+    args: dict[str, Any], *, port: int, name: str = "apa", route_prefix: str = ROUTE_PREFIX
+) -> str:
     """Deploy the app with these ``args`` on the running (or a new) local Serve instance with
-    its proxy on ``127.0.0.1:port``; returns the app's base URL once it is healthy."""
+    its proxy on ``127.0.0.1:port``; returns the app's base URL once it is healthy. Raises
+    :class:`~apa.models.errors.ModelLoadError` when the Scorer cannot load its model (Serve
+    gives up after a few tries of a replica)."""
     from ray import serve
 
-    from serve.app import build_app
+    from serve.app import build_app, model_load_failure
 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name=name, route_prefix=ROUTE_PREFIX, blocking=False)
-    url = f"http://127.0.0.1:{port}{ROUTE_PREFIX}"
+    try:
+        serve.run(build_app(args), name=name, route_prefix=route_prefix, blocking=False)
+    except RuntimeError:  # the application failed to deploy; its deployments say why
+        if (error := model_load_failure(name)) is not None:
+            raise error from None
+        raise
+    url = f"http://127.0.0.1:{port}{route_prefix}"
     wait_healthy(url)
     return url
 
@@ -71,7 +83,11 @@ def main() -> None:
     import ray
 
     ray.init(address="local", include_dashboard=False)
-    url = start(args, port=opts.port)
+    try:
+        url = start(args, port=opts.port)
+    except ModelLoadError as e:
+        print(f"error: cannot load the model ({e.reason}): {e.message}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"serving at {url}  (POST {url}/v1/assessments, docs {url}/docs); Ctrl-C stops")
     try:
         while True:

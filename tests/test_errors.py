@@ -32,3 +32,31 @@ def test_errors_round_trip_through_pickle(error: ApaError) -> None:
         str(error),
     )
     assert back.record("u1") == error.record("u1")
+
+
+def test_a_model_load_error_is_read_back_from_the_text_it_leaves_in_a_traceback() -> None:
+    error = ModelLoadError("not_found", 'no model at "/nowhere"\n(a second line)')
+    traceback = f"Traceback (most recent call last):\n  ...\nRuntimeError: {error.as_text()}\n"
+    back = ModelLoadError.in_text(traceback)
+    assert back is not None
+    assert (back.reason, back.message) == ("model.not_found", error.message)
+    assert ModelLoadError.in_text("RuntimeError: model not found") is None
+
+
+def test_a_model_load_error_is_found_anywhere_in_a_chain_of_causes() -> None:
+    def failed() -> BaseException:
+        try:
+            try:
+                raise RuntimeError(ModelLoadError("unknown_builtin", "no such model").as_text())
+            except RuntimeError as inner:
+                raise ValueError("the actor died") from inner
+        except ValueError as outer:
+            try:
+                raise KeyError("while handling it") from None
+            except KeyError as last:
+                last.__context__ = outer
+                return last
+
+    found = ModelLoadError.behind(failed())
+    assert found is not None and found.reason == "model.unknown_builtin"
+    assert ModelLoadError.behind(ValueError("no model here")) is None

@@ -1,0 +1,67 @@
+"""A model the Scorer cannot load: the deployment fails with the loader's reason, and the
+Ingress answers every route with it (503 ``server.model_load_failed``), not with a wait."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from apa.models.errors import ModelLoadError
+
+from .conftest import KEYS
+
+
+@pytest.fixture(scope="module")
+def broken(service, tmp_path_factory: pytest.TempPathFactory):
+    """A second application beside ``service``'s, on its proxy under ``/broken``, whose
+    Scorer is given a model that does not exist; deleted afterwards."""
+    from ray import serve
+
+    from serve.local import start
+
+    port = httpx.URL(service.url).port
+    args = {
+        "scoring": {"model": "builtin:no-such-model"},
+        "auth": "disabled",
+        "ingress_num_cpus": 0.1,
+        "scorer_num_cpus": 0.1,
+    }
+    try:
+        with pytest.raises(ModelLoadError) as failed:
+            start(args, port=port, name="broken", route_prefix="/broken")
+        yield f"http://127.0.0.1:{port}/broken", failed.value
+    finally:
+        serve.delete("broken")
+
+
+def test_deploying_a_model_that_cannot_be_loaded_raises_the_loaders_reason(broken) -> None:
+    _, error = broken
+    assert error.reason == "model.unknown_builtin"
+    assert "builtin:no-such-model" in error.message
+
+
+@pytest.mark.parametrize(
+    ("method", "route"),
+    [("GET", "/-/healthz"), ("GET", "/v1/models"), ("POST", "/v1/assessments")],
+)
+def test_every_route_answers_that_the_model_cannot_be_loaded(
+    broken, samples, method, route
+) -> None:
+    url, _ = broken
+    sample = {"text": samples[0].text, "audio_base64": base64.b64encode(samples[0].audio).decode()}
+    request = {"json": sample} if method == "POST" else {}
+    answer = httpx.request(method, url + route, timeout=60, **request)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    body = answer.json()
+    assert body["reason"] == "server.model_load_failed"
+    assert body["model_reason"] == "model.unknown_builtin"
+    assert "builtin:no-such-model" in body["detail"]
+    assert "retry-after" not in answer.headers
+
+
+def test_the_healthy_application_beside_it_still_scores(service, broken) -> None:
+    with service.client(KEYS[0]) as client:
+        assert client.get("/-/healthz").status_code == 200
