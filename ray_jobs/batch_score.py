@@ -274,6 +274,7 @@ def run_batch(settings: BatchSettings) -> BatchSummary:
         audio_seconds_this_run=tally.audio_seconds,
         repairs=repairs,
         passes=passes,
+        lm_forward_passes_per_utterance=tally.lm_forward_passes_per_utterance,
     )
     write_summary(out, summary)
     remaining = n_inputs - summary.inputs
@@ -436,19 +437,42 @@ class Tally:
     scored: int = 0
     audio_seconds: float = 0.0
     part_sets: int = 0
+    lm_forward_passes: int | None = None
+    """``None`` while no part set has counted any (a scorer without a language model)"""
+    lm_utterances: int = 0
 
-    def add(self, processed: int, scored: int, audio_seconds: float) -> None:
+    def add(
+        self,
+        processed: int,
+        scored: int,
+        audio_seconds: float,
+        lm_forward_passes: int | None = None,
+        lm_utterances: int | None = None,
+    ) -> None:
         """Count one committed part set (a row of :data:`apa.batch.rows.COMMIT_SCHEMA`)."""
         self.processed += processed
         self.scored += scored
         self.audio_seconds += audio_seconds
         self.part_sets += 1
+        if lm_forward_passes is not None:
+            self.lm_forward_passes = (self.lm_forward_passes or 0) + lm_forward_passes
+            self.lm_utterances += lm_utterances or 0
 
     def merge(self, other: Tally) -> None:
         self.processed += other.processed
         self.scored += other.scored
         self.audio_seconds += other.audio_seconds
         self.part_sets += other.part_sets
+        if other.lm_forward_passes is not None:
+            self.lm_forward_passes = (self.lm_forward_passes or 0) + other.lm_forward_passes
+            self.lm_utterances += other.lm_utterances
+
+    @property
+    def lm_forward_passes_per_utterance(self) -> float | None:
+        """This run's LM forward passes per utterance that reached the model."""
+        if self.lm_forward_passes is None or not self.lm_utterances:
+            return None
+        return self.lm_forward_passes / self.lm_utterances
 
 
 def _consume(dataset, total: int | None, interval_s: float) -> Tally:
@@ -460,11 +484,9 @@ def _consume(dataset, total: int | None, interval_s: float) -> Tally:
     started = last = time.perf_counter()
     try:
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            columns = [
-                batch.column(c).to_pylist() for c in ("processed", "scored", "audio_seconds")
-            ]
-            for processed, scored, audio_seconds in zip(*columns, strict=True):
-                tally.add(processed, scored, audio_seconds)
+            columns = [batch.column(c).to_pylist() for c in stages.COMMIT_SCHEMA.names[1:]]
+            for counts in zip(*columns, strict=True):
+                tally.add(*counts)
                 failpoints.hit("batch.driver.after_commit_counted")
             now = time.perf_counter()
             if now - last >= interval_s or tally.processed == total:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from apa import failpoints
 from apa.audio import Audio, AudioConfig, decode_audio, read_audio_bytes
@@ -64,14 +65,22 @@ SCORED_SCHEMA = pa.schema(
         ("is_error", pa.bool_()),
         ("audio_seconds", pa.float64()),
         ("scorer", _str),
+        ("lm_forward_passes", pa.int64()),
+        ("lm_utterances", pa.int64()),
     ]
 )
+"""``lm_forward_passes`` and ``lm_utterances``: the LM forward passes and the utterances that
+reached the model in the call that scored the row, on the call's first row (0 on the
+others, null for a scorer without a language model), so that any grouping of the rows sums
+to the calls' totals."""
 COMMIT_SCHEMA = pa.schema(
     [
         ("key", _str),
         ("processed", pa.int64()),
         ("scored", pa.int64()),
         ("audio_seconds", pa.float64()),
+        ("lm_forward_passes", pa.int64()),
+        ("lm_utterances", pa.int64()),
     ]
 )
 """What the write stage hands on per committed part set: its key and counts, not its ids.
@@ -195,11 +204,14 @@ def score(batch: pa.Table, scorer: Scorer, *, batch_size: int) -> pa.Table:
         ErrorRecord.model_validate_json(r["error"]) if r["error"] is not None else _prepared(r)
         for r in rows
     ]
+    counts = getattr(scorer, "thread_counts", None)  # an LMM engine's; see SCORED_SCHEMA
+    before = counts() if counts is not None else (0, 0)
     results = score_prepared(scorer, items, batch_size)
     failpoints.hit("batch.score.after_scoring")  # the actor dies with its batch scored
     info = scorer.info.model_dump_json()
+    lm = None if counts is None else [a - b for a, b in zip(counts(), before, strict=True)]
     out = []
-    for row, item, result in zip(rows, items, results, strict=True):
+    for i, (row, item, result) in enumerate(zip(rows, items, results, strict=True)):
         is_error = isinstance(result, ErrorRecord)
         out.append(
             {
@@ -208,6 +220,8 @@ def score(batch: pa.Table, scorer: Scorer, *, batch_size: int) -> pa.Table:
                 "is_error": is_error,
                 "audio_seconds": 0.0 if is_error else item.audio.duration_s,
                 "scorer": info,
+                "lm_forward_passes": None if lm is None else lm[0] if i == 0 else 0,
+                "lm_utterances": None if lm is None else lm[1] if i == 0 else 0,
             }
         )
     return pa.Table.from_pylist(out, schema=SCORED_SCHEMA)
@@ -225,6 +239,9 @@ def write(batch: pa.Table, *, out: str) -> pa.Table:
         "processed": len(commit.scored) + len(commit.errors),
         "scored": len(commit.scored),
         "audio_seconds": commit.audio_seconds,
+        # pyarrow's sum: null when every row's is (no language model)
+        "lm_forward_passes": pc.sum(batch.column("lm_forward_passes")).as_py(),
+        "lm_utterances": pc.sum(batch.column("lm_utterances")).as_py(),
     }
     return pa.Table.from_pylist([row], schema=COMMIT_SCHEMA)
 

@@ -41,6 +41,7 @@ def summarise_commits(
     audio_seconds_this_run: float,
     repairs: Repairs | None = None,
     passes: int = 1,
+    lm_forward_passes_per_utterance: float | None = None,
 ) -> BatchSummary:
     """The job's summary from what all commits in the output add up to
     (:func:`apa.batch.commits.settle`); rates are over this run's work (``processed``
@@ -65,4 +66,5 @@ def summarise_commits(
         passes=passes,
         removed_uncommitted=repairs.removed if repairs else 0,
         duplicates_trimmed=repairs.trimmed if repairs else 0,
+        lm_forward_passes_per_utterance=lm_forward_passes_per_utterance,
     )

@@ -355,6 +355,7 @@ class LmmScorer:
         """LM forward passes, counted once per utterance taking part in each."""
         self.utterances = 0
         """Utterances that reached the model."""
+        self._thread_counts = threading.local()
 
     @property
     def info(self) -> ScorerInfo:
@@ -370,6 +371,22 @@ class LmmScorer:
     def forward_passes_per_utterance(self) -> float | None:
         """Mean LM forward passes per utterance so far; ``None`` before any."""
         return self.forward_passes / self.utterances if self.utterances else None
+
+    def thread_counts(self) -> tuple[int, int]:
+        """(LM forward passes, utterances that reached the model) counted by the device
+        stages run in the calling thread so far: the difference across a call is that
+        call's, however many other threads score at the same time (the batch job's actors
+        take two calls at once; :attr:`forward_passes` counts them together)."""
+        counts = self._thread_counts
+        return getattr(counts, "passes", 0), getattr(counts, "utterances", 0)
+
+    def _count(self, passes: int, utterances: int) -> None:
+        """Add to the totals and to the calling thread's counts (under the device lock)."""
+        counts = self._thread_counts
+        counts.passes = getattr(counts, "passes", 0) + passes
+        counts.utterances = getattr(counts, "utterances", 0) + utterances
+        self.forward_passes += passes
+        self.utterances += utterances
 
     def score(self, batch: Sequence[PreparedUtterance]) -> list[ScoreResult]:
         """The three stages in a row: :meth:`encode`, :meth:`run`, :meth:`decode`."""
@@ -406,7 +423,7 @@ class LmmScorer:
         """Device stage: the model reads every slot of a batch (features, forward passes,
         the output head at the slots), one call at a time."""
         with self._device_lock, torch.inference_mode():
-            self.utterances += len(encoded)
+            self._count(0, len(encoded))
             return self._one_pass(encoded) if self.mode == "one-pass" else self._generate(encoded)
 
     def decode(self, encoded: Sequence[Encoded], reads: Sequence[Read]) -> list[ScoreResult]:
@@ -545,7 +562,7 @@ class LmmScorer:
 
     def _forward(self, rows: int, **inputs: Any) -> Any:
         """One LM forward pass that ``rows`` utterances take part in."""
-        self.forward_passes += rows
+        self._count(rows, 0)
         return self._text_model(**inputs)
 
     def _read_slots(

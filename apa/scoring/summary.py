@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from apa import storage
 from apa.schema import Assessment, ErrorRecord
@@ -34,7 +34,13 @@ class RunSummary(BaseModel):
     """wall time / audio time: below 1 is faster than real time"""
     lm_forward_passes_per_utterance: float | None = None
     """LM forward passes per utterance scored by an LMM (1 in one-pass mode, one per answer
-    slot in generate mode); ``None`` for scorers without a language model (GOP)"""
+    slot in generate mode), to 3 decimals; ``None`` for scorers without a language model
+    (GOP)"""
+
+    @field_validator("lm_forward_passes_per_utterance")
+    @classmethod
+    def _three_decimals(cls, value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
 
     @model_validator(mode="after")
     def _counts_add_up(self) -> RunSummary:
@@ -65,11 +71,7 @@ def summarise(
         wall_seconds=round(wall_seconds, 3),
         utterances_per_second=round(n / wall_seconds, 3) if wall_seconds > 0 else 0.0,
         realtime_factor=round(wall_seconds / audio_seconds, 4) if audio_seconds > 0 else None,
-        lm_forward_passes_per_utterance=(
-            round(lm_forward_passes_per_utterance, 3)
-            if lm_forward_passes_per_utterance is not None
-            else None
-        ),
+        lm_forward_passes_per_utterance=lm_forward_passes_per_utterance,
     )
 
 

@@ -120,6 +120,11 @@ def test_the_stages_in_a_loop_commit_every_row_once(tmp_path: Path, model_cache)
     scored = stages.score(prepared, scorer, batch_size=2)
     assert scored.column("id").to_pylist() == ["ok", "unknown", "missing"]
     assert scored.column("is_error").to_pylist() == [False, True, True]
+    # one utterance reached the model, in one forward pass per answer slot (the built-in's
+    # generate mode): the call's counts, on its first row
+    assert scorer.utterances == 1 and scorer.forward_passes > 10
+    assert scored.column("lm_forward_passes").to_pylist() == [scorer.forward_passes, 0, 0]
+    assert scored.column("lm_utterances").to_pylist() == [1, 0, 0]
     written = stages.write(scored, out=str(tmp_path / "out"))
     (commit,) = read_commits(str(tmp_path / "out"))
     # the stage hands on the part set's key and counts only, never its ids
@@ -129,9 +134,46 @@ def test_the_stages_in_a_loop_commit_every_row_once(tmp_path: Path, model_cache)
             "processed": 3,
             "scored": 1,
             "audio_seconds": pytest.approx(commit.audio_seconds),
+            "lm_forward_passes": scorer.forward_passes,
+            "lm_utterances": 1,
         }
     ]
     assert commit.scored == ["ok"]
     assert commit.errors == {"unknown": "lexicon.unknown_word", "missing": "audio.not_found"}
     (assessment,) = read_assessments(str(tmp_path / "out"))
     assert assessment.utterance_id == "ok" and assessment.model_is_random
+
+
+def test_each_call_counts_its_own_forward_passes_while_another_scores(
+    tmp_path: Path, model_cache
+) -> None:
+    """The batch job's actors take two calls at once: each call's LM counts are its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from apa.scoring.registry import load_scorer
+    from apa.scoring.settings import ScoringSettings
+    from apa.synth.espeak import synthesize
+
+    texts = ["we call it bear", "the cat sat", "a big red house"]
+    utterances = []
+    for i, text in enumerate(texts):
+        (tmp_path / f"{i}.wav").write_bytes(synthesize(text))
+        utterances.append(Utterance(id=f"u{i}", text=text, audio=str(tmp_path / f"{i}.wav")))
+    scorer = load_scorer(ScoringSettings(model="builtin:tiny-qwen2-audio"))
+    short = stages.decode_and_prepare(stages.fetch(_input(utterances[:1])))
+    long = stages.decode_and_prepare(stages.fetch(_input(utterances)))
+
+    def counts(table: pa.Table) -> tuple[int, int]:
+        return (
+            sum(table.column("lm_forward_passes").to_pylist()),
+            sum(table.column("lm_utterances").to_pylist()),
+        )
+
+    alone = [counts(stages.score(t, scorer, batch_size=1)) for t in (short, long)]
+    assert alone[0][1] == 1 and alone[1][1] == 3 and alone[1][0] > alone[0][0]
+    total = scorer.forward_passes
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda t: counts(stages.score(t, scorer, batch_size=1)),
+                                 [short, long] * 3))  # fmt: skip
+    assert together == alone * 3
+    assert scorer.forward_passes - total == 3 * (alone[0][0] + alone[1][0])

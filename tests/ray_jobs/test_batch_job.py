@@ -42,10 +42,24 @@ def test_job_on_the_sample_writes_the_tables_apa_score_writes(ray_local, sample_
     assert sorted_tables(out) == sorted_tables(str(tmp_path / "inproc"))
     assert summary.scored == in_process.scored == 5
     assert summary.inputs == summary.scored + summary.errors == summary.processed
+    assert summary.lm_forward_passes_per_utterance is None  # no language model
     assert len(read_commits(out)) >= 3  # rows_per_part=2: several part sets
     assert [a.utterance_id for a in read_assessments(out)]  # apa evaluate can read it
     written = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert written["inputs"] == summary.inputs and written["audio_hours"] > 0
+
+
+def test_an_lmm_jobs_summary_counts_its_forward_passes_per_utterance(
+    ray_local, demo_manifest, tmp_path
+):
+    """As ``apa score`` reports it: 1 in one-pass mode, the actors' two calls at once and
+    the commits' regrouping of rows notwithstanding (``None`` for GOP, above)."""
+    scoring = ScoringSettings(model="builtin:tiny-qwen2-audio", mode="one-pass", batch_size=2)
+    out = str(tmp_path / "out")
+    summary = run_batch(job_settings(str(demo_manifest), out, scoring=scoring, rows_per_part=3))
+    assert (summary.scored, summary.errors) == (4, 4)
+    assert summary.scorer is not None and summary.scorer.model_is_random
+    assert summary.lm_forward_passes_per_utterance == 1.0
 
 
 def test_bad_rows_land_in_errors_and_counts_add_up(ray_local, demo_manifest, tmp_path):
