@@ -27,7 +27,8 @@ RSS less file and shared-memory pages, what the workers themselves allocate, wit
 the object store nor shared libraries in it) and the object store's committed pages (the
 machine's ``Shmem`` above its level at launch).
 After the table, per size: how many workers were alive when their summed private memory
-peaked, and the largest workers' own peaks with their process titles (which worker grew).
+peaked, and the largest workers' own peaks of anonymous memory with their process titles
+(which worker grew).
 Flat peaks from the smallest to the largest size mean nothing grows with the corpus.
 Then, on a manifest of ``--start-rows`` rows, the seconds from launching the job to its
 first committed part set (scored rows on disk; Ray's start included), after which the job
@@ -100,15 +101,15 @@ def memory(n: int, work: Path, args: argparse.Namespace) -> str:
           f"{mib(peak.driver_store)} | "
           f"{mib(max(peak.workers.values(), default=0))} | "
           f"{mib(max((uss for uss, _ in peak.worker_private.values()), default=0))} | "
-          f"{mib(max(peak.workers_anon.values(), default=0))} | "
+          f"{mib(max((anon for anon, _ in peak.workers_anon.values()), default=0))} | "
           f"{mib(peak.workers_total)} | {mib(peak.workers_private)} | "
           f"{mib(peak.workers_proportional)} | {mib(peak.workers_anon_total)} | "
           f"{mib(peak.store)} |", flush=True)  # fmt: skip
-    largest = sorted(peak.worker_private.values(), reverse=True)[:8]
+    largest = sorted(peak.workers_anon.values(), reverse=True)[:8]
     return (f"- {n:,} rows: {peak.workers_at_private_peak} workers alive at the peak of their "
-            f"summed private memory, {len(peak.worker_private)} seen; each one's peak private "
+            f"summed private memory, {len(peak.workers_anon)} seen; each one's peak anonymous "
             "memory, largest first: "
-            + ", ".join(f"{mib(uss)} {title}" for uss, title in largest))  # fmt: skip
+            + ", ".join(f"{mib(anon)} {title}" for anon, title in largest))  # fmt: skip
 
 
 def start_latency(n: int, work: Path, args: argparse.Namespace) -> None:

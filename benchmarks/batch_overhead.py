@@ -63,10 +63,10 @@ class PeakRss:
         self.workers_private = 0
         """peak of the summed private memory (USS) of the workers: no shared object-store
         pages, which RSS counts once per process that touched them"""
-        self.workers_anon: dict[int, int] = {}
-        """pid -> peak anonymous memory (RSS less its file and shared-memory pages: the
-        heap, allocator arenas and stacks the worker itself allocated, no object-store pages
-        and no shared libraries)"""
+        self.workers_anon: dict[int, tuple[int, str]] = {}
+        """pid -> (peak anonymous memory, the process title at that peak): RSS less its
+        file and shared-memory pages, the heap, allocator arenas and stacks the worker
+        itself allocated, no object-store pages and no shared libraries"""
         self.workers_anon_total = 0
         """peak of the workers' summed anonymous memory"""
         self.workers_proportional = 0
@@ -119,9 +119,10 @@ class PeakRss:
                     rss, uss = full.rss, full.uss
                     anon = rss - full.shared  # shared: RssFile + RssShmem, from statm
                     self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
-                    self.workers_anon[p.pid] = max(self.workers_anon.get(p.pid, 0), anon)
+                    title = cmd.split()[0] if cmd.startswith("ray::") else p.info["name"] or ""
+                    if anon > self.workers_anon.get(p.pid, (0, ""))[0]:
+                        self.workers_anon[p.pid] = (anon, title)
                     if uss > self.worker_private.get(p.pid, (0, ""))[0]:
-                        title = cmd.split()[0] if cmd.startswith("ray::") else p.info["name"] or ""
                         self.worker_private[p.pid] = (uss, title)
                     total += rss
                     private += uss
