@@ -13,6 +13,10 @@ from apa.models.errors import ModelLoadError
 from .conftest import KEYS
 
 
+def _json_body(sample) -> dict:
+    return {"text": sample.text, "audio_base64": base64.b64encode(sample.audio).decode()}
+
+
 @pytest.fixture(scope="module")
 def broken(service, tmp_path_factory: pytest.TempPathFactory):
     """A second application beside ``service``'s, on its proxy under ``/broken``, whose
@@ -50,8 +54,7 @@ def test_every_route_answers_that_the_model_cannot_be_loaded(
     broken, samples, method, route
 ) -> None:
     url, _ = broken
-    sample = {"text": samples[0].text, "audio_base64": base64.b64encode(samples[0].audio).decode()}
-    request = {"json": sample} if method == "POST" else {}
+    request = {"json": _json_body(samples[0])} if method == "POST" else {}
     answer = httpx.request(method, url + route, timeout=60, **request)
     assert answer.status_code == 503, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
@@ -62,6 +65,8 @@ def test_every_route_answers_that_the_model_cannot_be_loaded(
     assert "retry-after" not in answer.headers
 
 
-def test_the_healthy_application_beside_it_still_scores(service, broken) -> None:
+def test_the_healthy_application_beside_it_still_scores(service, samples, broken) -> None:
     with service.client(KEYS[0]) as client:
-        assert client.get("/-/healthz").status_code == 200
+        answer = client.post("/v1/assessments", json=_json_body(samples[0]))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["utterance_id"]
