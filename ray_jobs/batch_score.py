@@ -437,9 +437,9 @@ class Tally:
     scored: int = 0
     audio_seconds: float = 0.0
     part_sets: int = 0
-    lm_forward_passes: int | None = None
-    """``None`` while no part set has counted any (a scorer without a language model)"""
+    lm_forward_passes: int = 0
     lm_utterances: int = 0
+    """utterances that reached a language model (0 for a scorer without one)"""
 
     def add(
         self,
@@ -449,30 +449,28 @@ class Tally:
         lm_forward_passes: int | None = None,
         lm_utterances: int | None = None,
     ) -> None:
-        """Count one committed part set (a row of :data:`apa.batch.rows.COMMIT_SCHEMA`)."""
+        """Count one committed part set (a row of :data:`apa.batch.rows.COMMIT_SCHEMA`;
+        its LM counts are null for a scorer without a language model)."""
         self.processed += processed
         self.scored += scored
         self.audio_seconds += audio_seconds
         self.part_sets += 1
-        if lm_forward_passes is not None:
-            self.lm_forward_passes = (self.lm_forward_passes or 0) + lm_forward_passes
-            self.lm_utterances += lm_utterances or 0
+        self.lm_forward_passes += lm_forward_passes or 0
+        self.lm_utterances += lm_utterances or 0
 
     def merge(self, other: Tally) -> None:
         self.processed += other.processed
         self.scored += other.scored
         self.audio_seconds += other.audio_seconds
         self.part_sets += other.part_sets
-        if other.lm_forward_passes is not None:
-            self.lm_forward_passes = (self.lm_forward_passes or 0) + other.lm_forward_passes
-            self.lm_utterances += other.lm_utterances
+        self.lm_forward_passes += other.lm_forward_passes
+        self.lm_utterances += other.lm_utterances
 
     @property
     def lm_forward_passes_per_utterance(self) -> float | None:
-        """This run's LM forward passes per utterance that reached the model."""
-        if self.lm_forward_passes is None or not self.lm_utterances:
-            return None
-        return self.lm_forward_passes / self.lm_utterances
+        """This run's LM forward passes per utterance that reached the model; ``None``
+        when none did (no language model)."""
+        return self.lm_forward_passes / self.lm_utterances if self.lm_utterances else None
 
 
 def _consume(dataset, total: int | None, interval_s: float) -> Tally:
