@@ -187,6 +187,22 @@ def single_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def model_that_cannot_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory that loads and cannot score: the tiny Qwen2-Audio beside an 80-mel
+    Whisper feature extractor (its encoder takes 128 mels), so every forward pass fails."""
+    import json
+
+    from apa.models.qwen2_audio.tiny import build_tiny
+
+    path = build_tiny(tmp_path_factory.mktemp("mismatched") / "tiny-qwen2-audio-80-mels")
+    config = path / "processor_config.json"
+    processor = json.loads(config.read_text())
+    processor["feature_extractor"]["feature_size"] = 80
+    config.write_text(json.dumps(processor))
+    return path
+
+
+@pytest.fixture(scope="session")
 def loaded_models(model_cache: Path) -> dict:
     """Each tiny model loaded once, answer tokens added (as ``load_lmm_scorer`` loads it).
     Build scorers on it with ``LmmScorer(loaded, mode=...)``: each has its own counters."""

@@ -380,6 +380,14 @@ class LmmScorer:
         counts = self._thread_counts
         return getattr(counts, "passes", 0), getattr(counts, "utterances", 0)
 
+    def reset_counts(self) -> None:
+        """Zero :attr:`forward_passes`, :attr:`utterances` and the reference cache (its
+        statistics too): what was scored so far (a load's self-check probe) is not the
+        caller's work. Threads' counts are read as differences and stay."""
+        with self._device_lock:
+            self.forward_passes = self.utterances = 0
+        self.reference.cache_clear()
+
     def _count(self, passes: int, utterances: int) -> None:
         """Add to the totals and to the calling thread's counts (under the device lock)."""
         counts = self._thread_counts

@@ -66,6 +66,11 @@ class ScoringSettings(BaseSettings):
         description="builtin:gop calibration JSON from 'apa calibrate' (path or s3://); "
         "default: the documented defaults in apa.gop.calibration",
     )
+    self_check: bool = Field(
+        default=True,
+        description="score a one-second probe utterance right after loading: a model that "
+        "loads but cannot score fails at load (model.cannot_run) instead of on every input",
+    )
     timings: bool = Field(
         default=False,
         description="add word and phone start/end times from the GOP aligner to backends "

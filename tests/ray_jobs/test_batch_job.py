@@ -216,19 +216,27 @@ def test_an_s3_prefix_of_audio_with_a_sidecar_of_texts(ray_local, s3, demo_manif
 
 
 @pytest.mark.parametrize(
-    ("model", "reason"),
-    [("builtin:no-such-model", "model.unknown_builtin"), ("./no/such/dir", "model.not_found")],
+    ("model", "reason", "says"),
+    [
+        ("builtin:no-such-model", "model.unknown_builtin", "builtin:no-such-model"),
+        ("./no/such/dir", "model.not_found", "./no/such/dir"),
+        ("model_that_cannot_run", "model.cannot_run", "but got 80 channels"),
+    ],
 )
 def test_a_model_that_cannot_be_loaded_stops_the_job_as_its_own_error(
-    ray_local, demo_manifest, tmp_path, model, reason
+    ray_local, demo_manifest, tmp_path, request, model, reason, says
 ):
     """The scorer actors fail to start; the driver raises their ``ModelLoadError`` (the
-    CLI's exit 2 with its reason), not Ray's wrappers, having committed nothing."""
+    CLI's exit 2 with its reason), not Ray's wrappers, having committed nothing. A model
+    that loads and cannot score (``model_that_cannot_run``) fails the same way, at its
+    self-check, instead of writing an error row for every input."""
+    if model == "model_that_cannot_run":
+        model = str(request.getfixturevalue(model))
     scoring = ScoringSettings(model=model)
     with pytest.raises(ModelLoadError) as raised:
         run_batch(job_settings(str(demo_manifest), str(tmp_path / "out"), scoring=scoring))
     assert raised.value.reason == reason
-    assert model in raised.value.message
+    assert says in raised.value.message
     assert not list((tmp_path / "out").glob("_commits/*"))
     assert not list((tmp_path / "out").glob("_inputs/*"))
 
