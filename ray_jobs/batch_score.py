@@ -69,8 +69,8 @@ from apa.models.errors import ModelLoadError
 from apa.scoring.pipeline import concurrency_guard
 from apa.scoring.settings import ScoringSettings
 from apa.scoring.summary import SUMMARY_FILE, write_summary
+from ray_jobs.allocators import limit_malloc_arenas, purge_arrow_memory_promptly
 from ray_jobs.data_stats import bound_block_stats
-from ray_jobs.malloc_arenas import limit_malloc_arenas
 from ray_jobs.runtime import forwarded_env
 
 log = get_logger("ray_jobs.batch_score")
@@ -521,10 +521,17 @@ app = typer.Typer(
 @setting_flags(BatchSettings, ScoringSettings, skip={"scoring"})
 def main(*, flags: dict[str, Any]) -> None:
     """Score utterances with a Ray Data pipeline into Parquet tables (resumable)."""
-    # before Ray starts its threads and processes (ray_jobs/malloc_arenas.py: memory flat)
+    # before Ray starts its threads and processes (ray_jobs/allocators.py: memory flat)
     arenas_limited = limit_malloc_arenas()
+    arrow_purge_set = purge_arrow_memory_promptly()
     configure_logging()
-    log.debug("malloc_arenas", limited=arenas_limited, arenas=os.environ["MALLOC_ARENA_MAX"])
+    log.debug(
+        "allocators",
+        arenas_limited=arenas_limited,
+        arenas=os.environ["MALLOC_ARENA_MAX"],
+        arrow_purge_set=arrow_purge_set,
+        arrow_purge_delay_ms=os.environ["MIMALLOC_PURGE_DELAY"],
+    )
     try:
         scoring = ScoringSettings(**given(ScoringSettings, flags))
         settings = BatchSettings(scoring=scoring, **given(BatchSettings, flags))

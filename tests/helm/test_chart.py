@@ -154,9 +154,9 @@ def test_existing_secret_and_disabled_auth(helm) -> None:
         assert "api-keys" not in {v["name"] for v in pod["volumes"]}
 
 
-def test_every_ray_container_limits_its_malloc_arenas(helm) -> None:
-    """``common.mallocArenaMax`` reaches every Ray container (ray_jobs/malloc_arenas.py says
-    why); 0 leaves glibc's default."""
+def test_every_ray_container_sets_its_allocators(helm) -> None:
+    """``common.mallocArenaMax`` and ``common.mimallocPurgeDelayMs`` reach every Ray
+    container (ray_jobs/allocators.py says why); 0 and null leave the allocators' defaults."""
 
     def env_of_every_container(*flags: str) -> list[dict[str, str | None]]:
         objects = by_kind(render(helm, "-f", str(CI_VALUES), *flags))
@@ -176,6 +176,11 @@ def test_every_ray_container_limits_its_malloc_arenas(helm) -> None:
     assert all(env["MALLOC_ARENA_MAX"] == "4" for env in envs), envs
     envs = env_of_every_container("--set", "common.mallocArenaMax=0")
     assert not any("MALLOC_ARENA_MAX" in env for env in envs), envs
+    assert all(env["MIMALLOC_PURGE_DELAY"] == "0" for env in envs), envs
+    envs = env_of_every_container("--set", "common.mimallocPurgeDelayMs=250")
+    assert all(env["MIMALLOC_PURGE_DELAY"] == "250" for env in envs), envs
+    envs = env_of_every_container("--set", "common.mimallocPurgeDelayMs=null")
+    assert not any("MIMALLOC_PURGE_DELAY" in env for env in envs), envs
 
 
 def test_schema_of_serve_args_is_the_settings_schema() -> None:
@@ -205,6 +210,7 @@ def test_schema_of_serve_args_is_the_settings_schema() -> None:
         ("additionalWorkerGroups.Bad_Name.replicas=1", "Bad_Name"),
         ("head.unknown=1", "unknown"),
         ("common.mallocArenaMax=-1", "/common/mallocArenaMax"),
+        ("common.mimallocPurgeDelayMs=-1", "/common/mimallocPurgeDelayMs"),
         ("batchJob.args.batch_size=4", "batch_size"),  # a scoring field: under args.scoring
         ("batchJob.args.scoring.batch_sizee=4", "batch_sizee"),
         ("batchJob.args.max_actors=0", "/batchJob/args/max_actors"),

@@ -245,7 +245,8 @@ def test_the_job_ends_on_a_model_that_cannot_be_loaded_with_its_reason_and_exit_
     ray_local, demo_manifest, tmp_path, monkeypatch
 ):
     """The last line is the reason (above it, Ray Data's own log of the failure)."""
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # restored after: main() sets it
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # restored after: main() sets them
+    monkeypatch.setenv("MIMALLOC_PURGE_DELAY", "0")
     monkeypatch.setattr("ray_jobs.batch_score.signal.signal", lambda *args: None)
     args = ["--input", str(demo_manifest), "--output", str(tmp_path / "out")]
     result = CliRunner().invoke(batch_app, [*args, "--model", "builtin:no-such-model"])

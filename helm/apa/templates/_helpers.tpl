@@ -85,6 +85,10 @@ spec:
         - name: MALLOC_ARENA_MAX
           value: {{ . | quote }}
         {{- end }}
+        {{- if not (kindIs "invalid" $root.Values.common.mimallocPurgeDelayMs) }}
+        - name: MIMALLOC_PURGE_DELAY
+          value: {{ $root.Values.common.mimallocPurgeDelayMs | quote }}
+        {{- end }}
         {{- if .serve }}
         {{- if include "apa.authEnabled" $root }}
         - name: APA_SERVE_API_KEYS_FILE

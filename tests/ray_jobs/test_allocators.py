@@ -1,5 +1,6 @@
-"""The batch job's malloc arena limit (ray_jobs/malloc_arenas.py), observed through glibc's
-own account of its arenas in a fresh process and in the processes it starts."""
+"""The batch job's allocators (ray_jobs/allocators.py): glibc's arena limit, observed through
+glibc's own account of its arenas, and Arrow's pool returning freed memory, observed in the
+anonymous memory of a fresh process and of the processes it starts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import textwrap
 
 import pytest
 
-from ray_jobs.malloc_arenas import limit_malloc_arenas
+from ray_jobs.allocators import limit_malloc_arenas, purge_arrow_memory_promptly
 
 glibc = pytest.mark.skipif(
     not sys.platform.startswith("linux") or ctypes.util.find_library("c") is None,
@@ -25,7 +26,7 @@ glibc = pytest.mark.skipif(
 PROBE = textwrap.dedent(
     """
     import ctypes, ctypes.util, json, os, sys, tempfile, threading
-    from ray_jobs.malloc_arenas import limit_malloc_arenas
+    from ray_jobs.allocators import limit_malloc_arenas
 
     limited = limit_malloc_arenas(2) if sys.argv[1] == "limit" else None
     barrier = threading.Barrier(8)
@@ -78,7 +79,7 @@ def test_threads_share_the_limited_arenas() -> None:
 PARENT = textwrap.dedent(
     """
     import subprocess, sys
-    from ray_jobs.malloc_arenas import limit_malloc_arenas
+    from ray_jobs.allocators import limit_malloc_arenas
 
     limit_malloc_arenas(2)
     child = subprocess.run([sys.executable, "-c", sys.argv[1], "free"], capture_output=True,
@@ -107,3 +108,69 @@ def test_the_environment_wins() -> None:
 def test_at_least_one_arena() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         limit_malloc_arenas(0)
+
+
+# A process allocates 200 Arrow buffers of 1 MiB through pyarrow's default pool (mimalloc),
+# frees them, and reports how much anonymous memory it still holds above its start.
+ARROW_PROBE = textwrap.dedent(
+    """
+    import json, time
+    import pyarrow as pa
+
+    def anon_mib():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) // 1024 for l in f if l.startswith("RssAnon"))
+
+    start = anon_mib()
+    buffers = [pa.allocate_buffer(1 << 20) for _ in range(200)]
+    held = anon_mib() - start
+    del buffers
+    time.sleep(0.2)
+    pa.allocate_buffer(64)  # the pool runs again after the delay
+    print(json.dumps({"pool": pa.default_memory_pool().backend_name, "held": held,
+                      "kept": anon_mib() - start}))
+    """
+)
+
+# The same, started by a process that called purge_arrow_memory_promptly() first (as the
+# driver starts a local Ray's workers).
+ARROW_PARENT = textwrap.dedent(
+    """
+    import subprocess, sys
+    from ray_jobs.allocators import purge_arrow_memory_promptly
+
+    assert purge_arrow_memory_promptly()
+    print(subprocess.run([sys.executable, "-c", sys.argv[1]], capture_output=True, text=True,
+                         check=True).stdout)
+    """
+)
+
+
+def _arrow_run(*args: str, **env: str) -> dict:
+    environ = {k: v for k, v in os.environ.items() if k != "MIMALLOC_PURGE_DELAY"} | env
+    out = subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True, env=environ)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/status")
+def test_processes_started_after_the_call_return_freed_arrow_memory() -> None:
+    """Without the setting mimalloc keeps the freed 200 MiB; in a process started after the
+    call it returns them."""
+    unset = _arrow_run(ARROW_PROBE)
+    assert unset["pool"] == "mimalloc" and unset["held"] >= 180, unset
+    assert unset["kept"] >= 150, unset
+    purged = _arrow_run(ARROW_PARENT, ARROW_PROBE)
+    assert purged["held"] >= 180, purged
+    assert purged["kept"] <= 30, purged
+
+
+def test_the_environments_arrow_purge_delay_wins(monkeypatch) -> None:
+    monkeypatch.setenv("MIMALLOC_PURGE_DELAY", "500")
+    assert purge_arrow_memory_promptly() is False
+    assert os.environ["MIMALLOC_PURGE_DELAY"] == "500"
+
+
+def test_the_arrow_purge_delay_is_not_negative() -> None:
+    with pytest.raises(ValueError, match="at least 0"):
+        purge_arrow_memory_promptly(-1)
