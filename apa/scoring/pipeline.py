@@ -82,10 +82,10 @@ def score_batch(scorer: Scorer, batch: Sequence[PreparedUtterance]) -> list[Scor
                 message=f"{type(e).__name__}: {e}",
             )
         ]
-    return _checked(scorer, batch, results)
+    return checked_results(scorer, batch, results)
 
 
-def _checked(
+def checked_results(
     scorer: Scorer, batch: Sequence[PreparedUtterance], results: Sequence[ScoreResult]
 ) -> list[ScoreResult]:
     """``results`` of ``batch`` with the contract checked and the assessments stamped."""
@@ -164,7 +164,7 @@ def _finish(
 ) -> list[ScoreResult]:
     if decoded is not None:
         try:
-            return _checked(scorer, batch, decoded.result())
+            return checked_results(scorer, batch, decoded.result())
         except ScorerContractError:
             raise
         except Exception as e:  # noqa: BLE001 - as in _run_stage

@@ -10,8 +10,8 @@ short probe through the scorer right after loading, so such a model fails where 
 that cannot load fails (:class:`~apa.models.errors.ModelLoadError`, reason
 ``model.cannot_run``): the batch job stops with exit 2 before committing anything, the
 service answers 503 ``server.model_load_failed``, ``apa score`` exits 2. On a GPU the
-probe's forward pass is also the one that loads the kernels, which the first real request
-would otherwise wait for.
+probe's forward pass should also be the one that pays for loading the kernels, in place of
+the first real request (not measured here: no GPU).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from apa.audio import Audio
 from apa.models.errors import ModelLoadError
 from apa.schema import ErrorRecord, Utterance
 from apa.scorer import PreparedUtterance, Scorer
+from apa.scoring.pipeline import checked_results
 
 PROBE_SECONDS = 1.0
 PROBE_ID = "apa-self-check"
@@ -45,16 +46,15 @@ def probe() -> PreparedUtterance:
 
 def self_check(scorer: Scorer) -> None:
     """Score :func:`probe` through ``scorer``; raise :class:`ModelLoadError` (``cannot_run``)
-    when the scorer raises, breaks its contract (not one result for the probe) or returns a
-    ``model`` error for it. Any other result passes: an assessment, or an error of the
-    input's own (the GOP aligner may find no speech in the probe's noise)."""
+    when the scorer raises, breaks its contract (:func:`apa.scoring.pipeline.
+    checked_results`) or returns a ``model`` error for the probe. Any other result passes: an
+    assessment, or an error of the input's own (the GOP aligner may find no speech in the
+    probe's noise)."""
+    batch = [probe()]
     try:
-        results = scorer.score([probe()])
+        (result,) = checked_results(scorer, batch, scorer.score(batch))
     except Exception as e:  # noqa: BLE001 - whatever the backend raised is the reason
         raise _cannot_run(f"{type(e).__name__}: {e}") from e
-    if len(results) != 1 or results[0].utterance_id != PROBE_ID:
-        raise _cannot_run(f"the scorer returned {len(results)} results for one probe")
-    result = results[0]
     if isinstance(result, ErrorRecord) and result.stage == "model":
         raise _cannot_run(f"{result.reason}: {result.message}")
 

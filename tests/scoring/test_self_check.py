@@ -89,7 +89,7 @@ def _error(stage: str, reason: str):
     ("scorer", "says"),
     [
         (_Answers(lambda batch: 1 / 0), "ZeroDivisionError: division by zero"),
-        (_Answers(lambda batch: []), "the scorer returned 0 results for one probe"),
+        (_Answers(lambda batch: []), "scorer returned results for [], expected ['apa-self-check']"),
         (_Answers(_error("model", "model.failed")), "model.failed: why"),
     ],
     ids=["raises", "no result", "model error"],
