@@ -222,6 +222,67 @@ class Encoded:
 
 
 @dataclass(frozen=True)
+class StepFeed:
+    """What one later pass of constrained generation feeds the model (:func:`step_feeds`):
+    every row still answering gets its previous slot's value (chosen on the device, written
+    at ``(value_rows, value_cols)`` of :attr:`ids`) and the answer's next chunk, left-padded
+    to the step's widest feed."""
+
+    ids: torch.Tensor
+    """``(rows, width)`` the chunk ids, the pad id elsewhere and at the value's place."""
+    mask: torch.Tensor
+    """``(rows, width)`` 1 at the fed tokens."""
+    positions: torch.Tensor
+    """``(rows, width)`` each fed token's position (0 at padding)."""
+    value_rows: torch.Tensor
+    value_cols: torch.Tensor
+    rows: int
+    """How many rows this pass feeds."""
+
+    def to(self, device: torch.device) -> StepFeed:
+        return StepFeed(
+            *(t.to(device) for t in (self.ids, self.mask, self.positions)),
+            self.value_rows.to(device),
+            self.value_cols.to(device),
+            self.rows,
+        )
+
+
+def step_feeds(encoded: Sequence[Encoded], pad_id: int) -> list[StepFeed]:
+    """Every later pass's feed for a batch in generate mode, built up front on the host:
+    what each pass feeds depends on the references' chunks and the rows' lengths only (the
+    values chosen are written in on the device), so the device loop does tensor work only."""
+    jobs = [e.job for e in encoded]
+    steps = max(len(job.kinds) for job in jobs)
+    seen = np.array([len(e.ids) for e in encoded], dtype=np.int64)  # tokens so far, per row
+    feeds = []
+    for k in range(1, steps):
+        fed = np.array([1 + len(job.chunks[k]) if k < len(job.kinds) else 0 for job in jobs])
+        width = int(fed.max())
+        first = width - fed  # each row's first fed column (its value's)
+        cols = np.arange(width)
+        mask = cols[None, :] >= first[:, None]
+        ids = np.full((len(jobs), width), pad_id, dtype=np.int64)
+        for i, job in enumerate(jobs):
+            if fed[i]:
+                ids[i, first[i] + 1 :] = job.chunks[k]
+        positions = np.where(mask, seen[:, None] + cols[None, :] - first[:, None], 0)
+        rows = np.flatnonzero(fed)
+        feeds.append(
+            StepFeed(
+                ids=torch.from_numpy(ids),
+                mask=torch.from_numpy(mask.astype(np.int64)),
+                positions=torch.from_numpy(positions),
+                value_rows=torch.from_numpy(rows),
+                value_cols=torch.from_numpy(first[rows]),
+                rows=len(rows),
+            )
+        )
+        seen += fed
+    return feeds
+
+
+@dataclass(frozen=True)
 class Read:
     """What the model put in one job's slots (the device stage's output): the token chosen
     ``(slots,)`` and the distribution over each slot's allowed tokens ``(slots, width)``
@@ -336,6 +397,8 @@ class LmmScorer:
             )
         self.slot_id = ids[SLOT]
         self._audio_id = self.processor.audio_token_id
+        pad = self.tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else 0
         self._tokenizer_lock = threading.Lock()
         self._device_lock = threading.Lock()
         self._device = torch.device(loaded.device)
@@ -430,9 +493,14 @@ class LmmScorer:
     def run(self, encoded: Sequence[Encoded]) -> list[Read]:
         """Device stage: the model reads every slot of a batch (features, forward passes,
         the output head at the slots), one call at a time."""
+        if self.mode == "one-pass":
+            with self._device_lock, torch.inference_mode():
+                self._count(0, len(encoded))
+                return self._one_pass(encoded)
+        feeds = step_feeds(encoded, self._pad_id)  # host work, before the device is taken
         with self._device_lock, torch.inference_mode():
             self._count(0, len(encoded))
-            return self._one_pass(encoded) if self.mode == "one-pass" else self._generate(encoded)
+            return self._generate(encoded, feeds)
 
     def decode(self, encoded: Sequence[Encoded], reads: Sequence[Read]) -> list[ScoreResult]:
         """Host stage: each utterance's assessment from what the model put in its slots,
@@ -713,14 +781,15 @@ class LmmScorer:
             at += n
         return reads
 
-    def _generate(self, encoded: Sequence[Encoded]) -> list[Read]:
+    def _generate(self, encoded: Sequence[Encoded], feeds: Sequence[StepFeed]) -> list[Read]:
         jobs = [e.job for e in encoded]
         n_rows = len(jobs)
         steps = max(len(job.kinds) for job in jobs)
-        kinds = torch.zeros((n_rows, steps), dtype=torch.long)
+        kinds = np.zeros((n_rows, steps), dtype=np.int64)
         for i, job in enumerate(jobs):
-            kinds[i, : len(job.kinds)] = torch.tensor(job.kinds)
-        kinds = kinds.to(self._device)
+            kinds[i, : len(job.kinds)] = job.kinds
+        kinds = torch.from_numpy(kinds).to(self._device)
+        feeds = [feed.to(self._device) for feed in feeds]
         batch = self._batch(encoded)
         out = self._forward(
             n_rows,
@@ -730,35 +799,18 @@ class LmmScorer:
             use_cache=True,
         )
         mask = batch.attention_mask
-        seen = mask.sum(dim=1).tolist()  # real tokens so far, per row
         probs, chosen = self._read_slots(out.last_hidden_state[:, -1], kinds[:, 0])
         all_probs, all_chosen = [probs], [chosen]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        for k in range(1, steps):
+        for k, feed in enumerate(feeds, start=1):
             # Each row still answering feeds its previous slot's token and the next chunk.
-            feeds = [(1 + len(job.chunks[k])) if k < len(job.kinds) else 0 for job in jobs]
-            width = max(feeds)
-            ids = torch.full((n_rows, width), pad, dtype=torch.long)
-            step_mask = torch.zeros((n_rows, width), dtype=torch.long)
-            step_positions = torch.zeros((n_rows, width), dtype=torch.long)
-            value_rows, value_cols = [], []
-            for i, (job, n) in enumerate(zip(jobs, feeds, strict=True)):
-                if n == 0:
-                    continue
-                ids[i, width - n + 1 :] = torch.tensor(job.chunks[k], dtype=torch.long)
-                step_mask[i, width - n :] = 1
-                step_positions[i, width - n :] = torch.arange(seen[i], seen[i] + n)
-                seen[i] += n
-                value_rows.append(i)
-                value_cols.append(width - n)
-            ids = ids.to(self._device)
-            ids[value_rows, value_cols] = chosen[value_rows]
-            mask = torch.cat([mask, step_mask.to(self._device)], dim=1)
+            ids = feed.ids.clone()
+            ids[feed.value_rows, feed.value_cols] = chosen[feed.value_rows]
+            mask = torch.cat([mask, feed.mask], dim=1)
             out = self._forward(
-                len(value_rows),
+                feed.rows,
                 input_ids=ids,
                 attention_mask=mask,
-                position_ids=step_positions.to(self._device),
+                position_ids=feed.positions,
                 past_key_values=out.past_key_values,
                 use_cache=True,
             )

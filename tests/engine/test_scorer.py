@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from apa.audio import Audio
-from apa.engine.scorer import LmmScorer, load_lmm_scorer
+from apa.engine.scorer import Encoded, LmmScorer, load_lmm_scorer, step_feeds
 from apa.lexicon import Lexicon
 from apa.lmm.answer import AnswerTemplate
 from apa.lmm.vocab import PRONOUNCED_TOKENS, SCORE_TOKENS, phone_token
@@ -92,6 +92,43 @@ def test_forward_passes_one_pass_versus_generate(scored, test_utterances, name) 
     assert one_pass.forward_passes_per_utterance == 1.0
     assert generate.forward_passes == sum(slots)  # one per slot
     assert generate.forward_passes_per_utterance >= min(slots) > 1
+
+
+def test_generate_feeds_continue_each_row_where_it_stopped(loaded_models, test_utterances) -> None:
+    """Constrained generation's later passes are built up front (step_feeds); each pass
+    feeds every row still answering its value's place and its next chunk, left-padded,
+    at the positions right after the row's tokens so far. Checked against the row-by-row
+    construction on references of different lengths (rows that finish early)."""
+    scorer = LmmScorer(loaded_models[TINY_QWEN2_AUDIO], mode="generate")
+    encoded = [e for e in scorer.encode([prepare(u) for u in test_utterances[:5]])]
+    assert all(isinstance(e, Encoded) for e in encoded)
+    lengths = {len(e.job.kinds) for e in encoded}
+    assert len(lengths) > 1, "the references should end at different steps"
+    feeds = step_feeds(encoded, pad_id=-1)
+    assert len(feeds) == max(lengths) - 1
+    seen = [len(e.ids) for e in encoded]
+    for k, feed in enumerate(feeds, start=1):
+        width = feed.ids.shape[1]
+        fed_rows = []
+        for i, e in enumerate(encoded):
+            if k >= len(e.job.kinds):  # this row has answered every slot
+                assert not feed.mask[i].any() and (feed.ids[i] == -1).all()
+                assert not feed.positions[i].any()
+                continue
+            chunk = e.job.chunks[k]
+            n = 1 + len(chunk)  # the previous slot's value, then the chunk
+            assert feed.mask[i].tolist() == [0] * (width - n) + [1] * n
+            assert feed.ids[i].tolist() == [-1] * (width - n + 1) + list(chunk)
+            assert feed.positions[i].tolist() == [0] * (width - n) + list(
+                range(seen[i], seen[i] + n)
+            )
+            seen[i] += n
+            fed_rows.append((i, width - n))
+        assert width == max(width - col for _, col in fed_rows)
+        assert (
+            list(zip(feed.value_rows.tolist(), feed.value_cols.tolist(), strict=True)) == fed_rows
+        )
+        assert feed.rows == len(fed_rows)
 
 
 def _reference(words: list[tuple[str, list[str]]], uid: str, audio: str) -> Utterance:
