@@ -1,9 +1,10 @@
 """In-process scoring: utterances in, one assessment or error record per input, in input order.
 
 Work goes in windows: a window of utterances is prepared (phones, audio), its prepared ones
-are sorted by audio length and cut into batches (so a batch holds clips of similar length and
-pads little), scored, and the window's results are yielded back in input order. Memory is
-bounded by the window, whatever the input size.
+are cut into batches of similar cost (so a batch pads little), scored, and the window's
+results are yielded back in input order. The next window is prepared in a helper thread
+while one is scored, so the model does not wait for audio to be read and decoded between
+windows. Memory is bounded by two windows, whatever the input size.
 
 A staged scorer (:class:`~apa.scorer.StagedScorer`, the LMM engine) has the batches of a
 window overlapped (:func:`score_batches`): while batch ``k`` is on the device, batch ``k+1``
@@ -208,14 +209,24 @@ def score_utterances(
     ``max_text_chars``)."""
     window = window or max(batch_size * 8, 32)
     it = iter(utterances)
-    while chunk := list(itertools.islice(it, window)):
-        prepared = [
+
+    def prepared(chunk: list[Utterance]) -> list[PreparedUtterance | ErrorRecord]:
+        return [
             prepare(u, lexicon=lexicon, audio_config=audio_config, max_text_chars=max_text_chars)
             for u in chunk
         ]
-        results = score_prepared(scorer, prepared, batch_size)
-        for p, result in zip(prepared, results, strict=True):
-            if on_result is not None:
-                seconds = p.audio.duration_s if isinstance(result, Assessment) else 0.0
-                on_result(result, seconds)
-            yield result
+
+    # The next window is read and decoded in a helper thread while this one is scored.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apa-prepare") as helper:
+        chunk = list(itertools.islice(it, window))
+        pending = helper.submit(prepared, chunk) if chunk else None
+        while pending is not None:
+            items = pending.result()
+            chunk = list(itertools.islice(it, window))
+            pending = helper.submit(prepared, chunk) if chunk else None
+            results = score_prepared(scorer, items, batch_size)
+            for p, result in zip(items, results, strict=True):
+                if on_result is not None:
+                    seconds = p.audio.duration_s if isinstance(result, Assessment) else 0.0
+                    on_result(result, seconds)
+                yield result

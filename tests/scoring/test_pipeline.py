@@ -97,6 +97,42 @@ def test_windows_bound_what_is_held(utterances: list[Utterance]) -> None:
     assert [r.utterance_id for r in results] == [u.id for u in utterances]
 
 
+def test_the_next_window_is_prepared_while_one_is_scored(
+    utterances: list[Utterance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading and decoding audio is host work the model should not wait for: while a
+    window is scored, the next one is prepared in a helper thread. The scorer of each
+    window but the last waits (up to 10 s) for the next window's first prepare, which
+    starts at once when they overlap."""
+    from apa.scoring import pipeline
+
+    started = threading.Semaphore(0)
+    real_prepare = pipeline.prepare
+
+    def counting_prepare(u, **kwargs):
+        started.release()
+        return real_prepare(u, **kwargs)
+
+    monkeypatch.setattr(pipeline, "prepare", counting_prepare)
+
+    class WaitingScorer(RecordingScorer):
+        overlapped: list[bool] = []
+
+        def score(self, batch):
+            if batch[0].utterance.id != "u6":  # windows of 3: u0-u2, u3-u5, u6
+                # this window's 3 prepares, then the next window's first
+                for _ in range(3):
+                    started.acquire(timeout=10)
+                self.overlapped.append(started.acquire(timeout=10))
+                started.release()
+            return super().score(batch)
+
+    scorer = WaitingScorer()
+    results = list(score_utterances(utterances, scorer, batch_size=8, window=3, lexicon=LEXICON))
+    assert [r.utterance_id for r in results] == [u.id for u in utterances]
+    assert scorer.overlapped == [True, True]
+
+
 def test_bad_inputs_become_error_rows_and_counts_add_up(
     utterances: list[Utterance], tmp_path: Path
 ) -> None:
