@@ -2,7 +2,8 @@
 second, on the sample's test utterances, measured side by side in one run.
 
 Default (CPU, CI-sized): the built-in tiny models. For each family and decoding setup it
-prints, per batch size, the milliseconds per utterance of each stage of
+prints, per batch size (and once at the largest with every reference new to the scorer's
+per-reference cache: ``references: cold``), the milliseconds per utterance of each stage of
 :class:`apa.engine.scorer.LmmScorer` (``encode`` and ``decode`` on the host, ``run`` on the
 device), the host work the engine did before its stages (the processor run per clip:
 tokenization and Whisper features padded to 30 s) for comparison, and utt/s through
@@ -15,10 +16,14 @@ tokenization and Whisper features padded to 30 s) for comparison, and utt/s thro
 architectures with random bf16 weights, built on the device (the tiny models' processors
 and tokenizers; their ids fit the big vocabularies), scoring the 100 test utterances:
 one-pass with the brief and the rubric prompt at several batch sizes, constrained generate,
-and plain transformers ``generate`` of the whole answer as the baseline. It prints utt/s,
-the language model's matmul TFLOP/s (2 x its linear layers' parameters x tokens) and their
-fraction of the bf16 matmul peak measured in the same run (an 8192^3 matmul). On the GPU
-machine, without Ray, from a checkout (see ``../shared/tools/device-wheels.sh``)::
+and plain transformers ``generate`` of the whole answer as the baseline (both families). It
+prints utt/s, the language model's matmul TFLOP/s and their fraction of the bf16 matmul
+peak measured in the same run (an 8192^3 matmul). The TFLOP/s count 2 x the decoder's
+linear parameters x the real tokens the decoder took in every pass of the timed run
+(prompt, audio and answer tokens of the first pass, then each later pass's tokens in
+generate mode; padding not counted: ``padding`` is its share of the positions computed),
+counted by a hook on the model, so every mode and the baseline are counted the same way.
+On the GPU machine, without Ray, from a checkout (see ``../shared/tools/device-wheels.sh``)::
 
     PYTHONPATH=/tmp/site:$PWD python3 benchmarks/engine.py --full --sample ../shared/...
 
@@ -97,14 +102,52 @@ def stage_times(scorer: LmmScorer, items: list[PreparedUtterance], batch_size: i
             )
         times["processor (before)"] += time.perf_counter() - started
     out = {k: round(v / len(items) * 1000, 3) for k, v in times.items()}
-    out["tokens/utt"] = round(tokens / len(items), 1)
+    out["first pass tokens/utt"] = round(tokens / len(items), 1)
     return out
 
 
-def throughput(scorer: LmmScorer, items: list[PreparedUtterance], batch_size: int) -> float:
-    """utt/s through score_prepared (stages overlapped), after one warm-up batch."""
+class TokenCounter:
+    """Counts the tokens the model below the output head takes in (a forward pre-hook on
+    it, which the engine and transformers' ``generate`` both call): ``real`` where the
+    attention mask is 1 over the pass's new positions, ``positions`` all of them."""
+
+    def __init__(self, model: Any) -> None:
+        self.real = self.positions = 0
+        self._handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module: Any, args: tuple, kwargs: dict) -> None:
+        fed = kwargs.get("input_ids")
+        if fed is None:
+            fed = kwargs.get("inputs_embeds")
+        if fed is None and args:
+            fed = args[0]
+        rows, width = fed.shape[0], fed.shape[1]
+        mask = kwargs.get("attention_mask")
+        self.positions += rows * width
+        if mask is not None and mask.dim() == 2:
+            self.real += int(mask[:, -width:].sum())
+        else:
+            self.real += rows * width
+
+    def reset(self) -> None:
+        self.real = self.positions = 0
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def throughput(
+    scorer: LmmScorer,
+    items: list[PreparedUtterance],
+    batch_size: int,
+    counter: TokenCounter | None = None,
+) -> float:
+    """utt/s through score_prepared (stages overlapped), after one warm-up batch; the
+    ``counter`` counts the timed run only."""
     score_prepared(scorer, items[:batch_size], batch_size)
     sync(scorer.loaded.device)
+    if counter is not None:
+        counter.reset()
     started = time.perf_counter()
     results = score_prepared(scorer, items, batch_size)
     sync(scorer.loaded.device)
@@ -123,9 +166,16 @@ def tiny(args: argparse.Namespace, items: list[PreparedUtterance]) -> list[dict]
     for name in (TINY_QWEN2_AUDIO, TINY_PHI4MM):
         for mode, prompt in setups:
             scorer = load_lmm_scorer(name, mode=mode, prompt=prompt, device="cpu")
-            for batch_size in args.batch_sizes:
+            largest = max(args.batch_sizes)
+            # The first row meets every reference for the first time (a corpus of distinct
+            # sentences); the others find them in the per-reference cache (an exam's).
+            for cache, batch_size in [("cold", largest)] + [("warm", b) for b in args.batch_sizes]:
+                if cache == "cold":
+                    scorer.reference.cache_clear()
                 row = {"model": name, "mode": mode, "prompt": prompt, "batch": batch_size}
-                row |= stage_times(scorer, items, batch_size)
+                row |= {"references": cache} | stage_times(scorer, items, batch_size)
+                if cache == "cold":
+                    scorer.reference.cache_clear()
                 row["utt/s"] = round(throughput(scorer, items, batch_size), 2)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -190,6 +240,28 @@ def lm_linear_params(scorer: LmmScorer) -> int:
     return sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))
 
 
+def lm_row(
+    loaded: LoadedModel,
+    mode: str,
+    prompt: str,
+    batch: int,
+    rate: float,
+    counter: TokenCounter,
+    utterances: int,
+    peak: float,
+) -> dict:
+    """A row of the full-size table: utt/s and the LM's matmul work over the timed run."""
+    params = lm_linear_params(LmmScorer(loaded, mode="one-pass"))
+    tokens = counter.real / utterances
+    flops = 2 * params * tokens * rate / 1e12
+    return {
+        "model": loaded.name, "mode": mode, "prompt": prompt, "batch": batch,
+        "utt/s": float(f"{rate:.3g}"), "LM tokens/utt": round(tokens, 1),
+        "padding": round(1 - counter.real / max(counter.positions, 1), 3),
+        "LM TFLOP/s": float(f"{flops:.3g}"), "of peak": float(f"{flops / peak:.3g}"),
+    }  # fmt: skip
+
+
 def matmul_peak(device: str, n: int, dtype: torch.dtype) -> float:
     """TFLOP/s of an n^3 matmul in ``dtype`` on ``device`` (median of 5)."""
     a = torch.randn((n, n), dtype=dtype, device=device)
@@ -205,11 +277,18 @@ def matmul_peak(device: str, n: int, dtype: torch.dtype) -> float:
     return 2 * n**3 / statistics.median(runs) / 1e12
 
 
-def plain_generate(scorer: LmmScorer, items: list[PreparedUtterance], batch: int, new: int):
+def plain_generate(
+    scorer: LmmScorer,
+    items: list[PreparedUtterance],
+    batch: int,
+    new: int,
+    counter: TokenCounter,
+) -> float:
     """utt/s of transformers' ``generate`` writing ``new`` tokens per utterance from the
     processor's batched inputs: the loop a user writes first."""
     processor, model = scorer.processor, scorer.loaded.model
     processor.tokenizer.padding_side = "left"  # a decoder-only batch generates from the left
+    counter.reset()
     started = time.perf_counter()
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
@@ -249,32 +328,31 @@ def full(args: argparse.Namespace, items: list[PreparedUtterance], device: str) 
             path="", is_random=True, adapter=None, adapter_merged=False, device=device,
             dtype=dtype_name,
         )  # fmt: skip
-        runs = [("one-pass", "brief", b) for b in sizes] + [("one-pass", "rubric", sizes[-1])]
+        runs = [("one-pass", prompt, b) for prompt in ("brief", "rubric") for b in sizes]
         runs += [("generate", "brief", args.generate_batch)]
+        counter = TokenCounter(LmmScorer(loaded, mode="one-pass")._text_model)
         for mode, prompt, batch_size in runs:
             scorer = LmmScorer(loaded, mode=mode, prompt=prompt)
-            params = lm_linear_params(scorer)
             times = stage_times(scorer, items[: max(batch_size, 2 if reduced else 8)], batch_size)
-            rate = throughput(scorer, items, batch_size)
-            flops = 2 * params * times["tokens/utt"] * rate / 1e12
-            row = {
-                "model": loaded.name, "mode": mode, "prompt": prompt, "batch": batch_size,
-                "utt/s": float(f"{rate:.3g}"), "LM TFLOP/s": float(f"{flops:.3g}"),
-                "of peak": float(f"{flops / peak:.3g}"), **times,
-            }  # fmt: skip
+            rate = throughput(scorer, items, batch_size, counter)
+            rows.append(lm_row(loaded, mode, prompt, batch_size, rate, counter, len(items), peak))
+            rows[-1] |= times
+            print(json.dumps(rows[-1]), flush=True)
+        scorer = LmmScorer(loaded, mode="one-pass", prompt="rubric")
+        new = 16 if reduced else len(scorer.job(items[0]).reference.answer)
+        plain = items[: 2 if reduced else 32]
+        for batch_size in (1, args.generate_batch):
+            mode = f"plain generate, {new} tokens"
+            try:
+                rate = plain_generate(scorer, plain, batch_size, new, counter)
+            except Exception as e:  # transformers' own batched path, reported as it fails
+                row = {"model": loaded.name, "mode": mode, "prompt": "rubric",
+                       "batch": batch_size, "failed": f"{type(e).__name__}: {e}"[:300]}  # fmt: skip
+            else:
+                row = lm_row(loaded, mode, "rubric", batch_size, rate, counter, len(plain), peak)
             rows.append(row)
             print(json.dumps(row), flush=True)
-        if name == TINY_QWEN2_AUDIO:
-            scorer = LmmScorer(loaded, mode="one-pass", prompt="rubric")
-            new = 16 if reduced else len(scorer.job(items[0]).reference.answer)
-            for batch_size in (1, args.generate_batch):
-                rate = plain_generate(scorer, items[: 2 if reduced else 32], batch_size, new)
-                row = {
-                    "model": loaded.name, "mode": f"plain generate, {new} tokens",
-                    "prompt": "rubric", "batch": batch_size, "utt/s": round(rate, 3),
-                }  # fmt: skip
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        counter.close()
         del model, loaded, scorer
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
