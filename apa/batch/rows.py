@@ -196,8 +196,9 @@ def _prepared(row: dict) -> PreparedUtterance:
 
 def score(batch: pa.Table, scorer: Scorer, *, batch_size: int) -> pa.Table:
     """Score the prepared rows of ``batch``, cut into model calls of ``batch_size`` clips of
-    similar length (:func:`apa.scoring.pipeline.length_batches`), each through
-    :func:`apa.scoring.pipeline.score_batch` (contract check, failure isolation, stamping).
+    similar cost (:func:`apa.scoring.pipeline.score_prepared`: batches by the scorer's
+    token cost, a staged scorer's stages overlapped, the contract checked, a failing batch
+    retried one by one, results stamped).
     Rows that already carry an error pass through; output rows keep the input order."""
     rows = batch.to_pylist()
     items = [

@@ -318,6 +318,40 @@ def test_qwen2_audio_refuses_clips_over_30_seconds(loaded_models, test_utterance
     assert isinstance(results[1], Assessment)
 
 
+def test_phi4mm_scores_a_clip_past_40_seconds_batched_as_alone(
+    loaded_models, test_utterances
+) -> None:
+    """Past 40 s (500 encoder positions) Phi-4's encoder folds a clip into chunks, and a
+    batch holding such a clip is encoded clip by clip by transformers' code
+    (apa.models.phi4mm.backend._encode_one_by_one): every clip of that batch scores as it
+    does alone."""
+    from apa.models.phi4mm import backend as phi4mm_backend
+
+    good = prepare(test_utterances[0])
+    samples = np.tile(good.audio.samples, int(41 * 16_000 / len(good.audio.samples)) + 1)
+    long = PreparedUtterance(
+        utterance=good.utterance.model_copy(update={"id": "long"}),
+        audio=Audio(samples, 16_000, 16_000, 1, "WAV"),
+    )
+    short = prepare(test_utterances[1])
+    scorer = LmmScorer(loaded_models[TINY_PHI4MM], mode="one-pass")
+    calls = []
+    one_by_one = phi4mm_backend._encode_one_by_one
+
+    def spy(*args):
+        calls.append(len(args[2]))
+        return one_by_one(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(phi4mm_backend, "_encode_one_by_one", spy)
+        together = scorer.score([long, short])
+    assert calls == [2], "the batch with the long clip should go clip by clip"
+    alone = [scorer.score([item])[0] for item in (long, short)]
+    assert all(isinstance(r, Assessment) for r in together + alone), together + alone
+    for a, b in zip(together, alone, strict=True):
+        assert scores_of(a) == pytest.approx(scores_of(b), abs=1e-4)
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
@@ -413,19 +447,23 @@ def test_importing_apa_lmm_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [(TINY_QWEN2_AUDIO, "one-pass"), (TINY_PHI4MM, "one-pass"), (TINY_PHI4MM, "generate")],
+)
 def test_a_reference_is_prepared_once_and_cached_scores_equal_uncached(
-    loaded_models, test_utterances
+    loaded_models, test_utterances, name, mode
 ) -> None:
     """Many learners read the same sentence: its template, prompt and placeholder chunks
     are built once (an LRU per scorer); with the cache off, every score is the same."""
-    loaded = loaded_models[TINY_QWEN2_AUDIO]
+    loaded = loaded_models[name]
     base = test_utterances[0]
     same_text = [
         prepare(u.model_copy(update={"text": base.text, "phones": base.phones, "id": u.id}))
         for u in test_utterances[:5]
     ]
-    cached = LmmScorer(loaded, mode="one-pass")
-    uncached = LmmScorer(loaded, mode="one-pass", reference_cache_size=0)
+    cached = LmmScorer(loaded, mode=mode)
+    uncached = LmmScorer(loaded, mode=mode, reference_cache_size=0)
     first = cached.score(same_text)
     info = cached.reference.cache_info()
     assert (info.misses, info.hits) == (1, 4)

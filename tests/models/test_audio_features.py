@@ -10,7 +10,10 @@ import torch
 from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO, by_name
 from apa.models.inputs import build_batch
 
-# 176,989 and 177,005 samples: the pair on which transformers' batched Phi-4 extractor fails
+# Clips that transformers' batched Phi-4 extractor cannot take as one batch ("size of tensor
+# a (1103) must match ... (1104)": two clips of nearly equal length beside shorter ones;
+# test_transformers_batched_phi4_extractor_fails_on_these_clips), from 401 samples (one
+# Phi-4 window) to 11 s.
 LENGTHS = (16_000, 48_123, 176_989, 177_005, 401)
 TOLERANCE = {TINY_QWEN2_AUDIO: 1e-5, TINY_PHI4MM: 5e-3}
 """Largest difference allowed on the features: Whisper's are normalised to a range of about
@@ -53,6 +56,15 @@ def test_batched_features_equal_the_processors_clip_by_clip(loaded_models, name)
             assert int(audio["audio_embed_sizes"][i]) == int(theirs["audio_embed_sizes"][0])
             assert not audio["audio_input_features"][i, frames:].any()  # padding is zeros
         assert (ours - reference).abs().max() < TOLERANCE[name]
+
+
+def test_transformers_batched_phi4_extractor_fails_on_these_clips(loaded_models) -> None:
+    """Why LENGTHS: transformers' own batched extractor fails on them (the bug that made
+    Phi-4 batches fall back to one clip at a time), which the engine's features pass above.
+    If a transformers upgrade fixes it, this fails: keep LENGTHS, drop this test."""
+    processor = loaded_models[TINY_PHI4MM].processor
+    with pytest.raises(RuntimeError, match="must match the size of tensor"):
+        processor.audio_processor(_clips(), sampling_rate=16_000, return_tensors="pt")
 
 
 def test_whisper_features_stop_a_margin_past_the_longest_clip(loaded_models) -> None:

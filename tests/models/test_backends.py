@@ -114,7 +114,9 @@ def test_answers_are_the_placeholder_chunks_with_the_values_between(loaded_model
 @pytest.mark.parametrize("name", [TINY_QWEN2_AUDIO, TINY_PHI4MM])
 def test_first_pass_gives_each_clip_the_same_states_alone_or_batched(loaded_models, name) -> None:
     """Phi-4-mm's native audio encoder is not invariant to batch padding; the backend
-    encodes each clip alone, so a short clip batched with a long one is unchanged."""
+    encodes a batch with each clip's padding zeroed and masked
+    (:func:`apa.models.phi4mm.backend.encode_audio`), so a short clip batched with a long
+    one is unchanged."""
     loaded = loaded_models[name]
     backend = by_name(loaded.family).backend()
     text_model, _ = text_model_and_head(loaded.model)

@@ -8,11 +8,11 @@ clip's end, :func:`apa.models.qwen2_audio.backend.encode_audio`) and transformed
 ``torch.stft`` on the device the model is on.
 
 The result equals the extractor's 30 s features on their first columns, for the real frames
-and the margin alike, up to float rounding (``tests/models/test_audio_features.py``; the
-maximum difference measured is below 1e-5 on the normalised scale, whose values span about
-2): every frame sees the same samples (the clip, then zeros), and each clip's
-normalisation, ``max(log_spec, clip_max - 8)``, takes the same maximum, because the frames
-past a clip's zero-padded tail are silence (log10 of the 1e-10 floor) in both.
+and the margin alike, up to float rounding (``tests/models/test_audio_features.py`` allows
+1e-5 on the normalised scale, whose values span about 2): every frame sees the same
+samples (the clip, then zeros), and each clip's normalisation, ``max(log_spec, clip_max -
+8)``, takes the same maximum, because the frames past a clip's zero-padded tail are silence
+(log10 of the 1e-10 floor) in both.
 """
 
 from __future__ import annotations
