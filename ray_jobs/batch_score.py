@@ -69,7 +69,11 @@ from apa.models.errors import ModelLoadError
 from apa.scoring.pipeline import concurrency_guard
 from apa.scoring.settings import ScoringSettings
 from apa.scoring.summary import SUMMARY_FILE, write_summary
-from ray_jobs.allocators import limit_malloc_arenas, purge_arrow_memory_promptly
+from ray_jobs.allocators import (
+    limit_malloc_arenas,
+    purge_arrow_memory_promptly,
+    return_free_heap_pages,
+)
 from ray_jobs.data_stats import bound_block_stats
 from ray_jobs.runtime import forwarded_env
 
@@ -489,6 +493,7 @@ def _consume(dataset, total: int | None, interval_s: float) -> Tally:
             now = time.perf_counter()
             if now - last >= interval_s or tally.processed == total:
                 last = now
+                return_free_heap_pages()
                 log.info(
                     "progress",
                     done=tally.processed,
