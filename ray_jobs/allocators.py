@@ -100,8 +100,9 @@ def purge_arrow_memory_promptly(delay_ms: int = ARROW_PURGE_DELAY_MS) -> bool:
 
 def return_free_heap_pages() -> bool:
     """Return the whole pages of free memory inside this process's glibc heap to the system
-    (``malloc_trim(0)``); a few milliseconds on the driver's heap. Returns whether any memory
-    was returned (``False`` too where the C library is not glibc)."""
+    (``malloc_trim(0)``): 7-19 ms on a fragmented 60 MiB heap on this project's 2-core
+    machine, and the driver calls it once per progress interval (10 s by default). Returns
+    whether any memory was returned (``False`` too where the C library is not glibc)."""
     name = ctypes.util.find_library("c")
     trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
     if trim is None:
