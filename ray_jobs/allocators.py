@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
+from typing import Any
 
 MALLOC_ARENAS = 2
 """Arenas the threads of each of the job's processes share (glibc's ``MALLOC_ARENA_MAX``,
@@ -57,6 +59,17 @@ unless the environment sets it)."""
 
 _M_ARENA_MAX = -8
 """``mallopt``'s parameter number for the arena limit (glibc's ``malloc.h``)."""
+
+
+@functools.cache
+def _glibc(function: str, argtypes: tuple, restype: Any) -> Any:
+    """The C library's ``function`` with its types set, or ``None`` where it has none (not
+    glibc). Looked up once per process: ``find_library`` runs ``ldconfig`` (~4 ms)."""
+    name = ctypes.util.find_library("c")
+    found = getattr(ctypes.CDLL(name), function, None) if name else None
+    if found is not None:
+        found.argtypes, found.restype = argtypes, restype
+    return found
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
@@ -70,16 +83,8 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
     os.environ["MALLOC_ARENA_MAX"] = str(arenas)
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None:
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return mallopt(_M_ARENA_MAX, arenas) == 1
+    mallopt = _glibc("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
+    return mallopt is not None and mallopt(_M_ARENA_MAX, arenas) == 1
 
 
 ARROW_PURGE_DELAY_MS = 0
@@ -104,13 +109,9 @@ def purge_arrow_memory_promptly(delay_ms: int = ARROW_PURGE_DELAY_MS) -> bool:
 
 def return_free_heap_pages() -> bool:
     """Return the whole pages of free memory inside this process's glibc heap to the system
-    (``malloc_trim(0)``): 7-19 ms on a fragmented 60 MiB heap on this project's 2-core
-    machine, and the driver calls it once per progress interval (10 s by default). Returns
-    whether any memory was returned (``False`` too where the C library is not glibc)."""
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    if trim is None:
-        return False
-    trim.argtypes = (ctypes.c_size_t,)
-    trim.restype = ctypes.c_int
-    return trim(0) == 1
+    (``malloc_trim(0)``): about 4 ms on a fragmented 60 MiB heap on this project's 2-core
+    machine (14 ms the first time), and the driver calls it once per progress interval (10 s
+    by default). Returns whether any memory was returned (``False`` too where the C library
+    is not glibc)."""
+    trim = _glibc("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
+    return trim is not None and trim(0) == 1
