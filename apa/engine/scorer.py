@@ -83,6 +83,7 @@ from apa.models.inputs import (
     PromptIds,
     collate,
     expand,
+    pad_id,
     text_model_and_head,
     tokenize_prompt,
 )
@@ -397,8 +398,6 @@ class LmmScorer:
             )
         self.slot_id = ids[SLOT]
         self._audio_id = self.processor.audio_token_id
-        pad = self.tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else 0
         self._tokenizer_lock = threading.Lock()
         self._device_lock = threading.Lock()
         self._device = torch.device(loaded.device)
@@ -493,14 +492,11 @@ class LmmScorer:
     def run(self, encoded: Sequence[Encoded]) -> list[Read]:
         """Device stage: the model reads every slot of a batch (features, forward passes,
         the output head at the slots), one call at a time."""
-        if self.mode == "one-pass":
-            with self._device_lock, torch.inference_mode():
-                self._count(0, len(encoded))
-                return self._one_pass(encoded)
-        feeds = step_feeds(encoded, self._pad_id)  # host work, before the device is taken
+        # generate mode's later passes: host work, done before the device is taken
+        feeds = None if self.mode == "one-pass" else step_feeds(encoded, pad_id(self.tokenizer))
         with self._device_lock, torch.inference_mode():
             self._count(0, len(encoded))
-            return self._generate(encoded, feeds)
+            return self._one_pass(encoded) if feeds is None else self._generate(encoded, feeds)
 
     def decode(self, encoded: Sequence[Encoded], reads: Sequence[Read]) -> list[ScoreResult]:
         """Host stage: each utterance's assessment from what the model put in its slots,

@@ -165,6 +165,12 @@ def expand(prompt: PromptIds, audio_tokens: int, audio_token_id: int) -> list[in
     return [*prompt.ids[:at], *([audio_token_id] * audio_tokens), *prompt.ids[at + 1 :]]
 
 
+def pad_id(tokenizer: Any) -> int:
+    """The id padded rows are filled with: the tokenizer's pad token, else 0 (masked out
+    either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def collate(
     rows: Sequence[Sequence[int]],
     answer_lengths: Sequence[int],
@@ -181,9 +187,7 @@ def collate(
     import torch
 
     width = max(len(row) for row in rows)
-    tokenizer = processor.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    input_ids = torch.full((len(rows), width), pad_id(processor.tokenizer), dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         input_ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
