@@ -53,7 +53,7 @@ from apa.engine.scorer import Encoded, LmmScorer, load_lmm_scorer  # noqa: E402
 from apa.lmm.vocab import add_answer_tokens  # noqa: E402
 from apa.models.builtin import ensure_builtin  # noqa: E402
 from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO, by_tiny_name  # noqa: E402
-from apa.models.inputs import SAMPLE_RATE  # noqa: E402
+from apa.models.inputs import SAMPLE_RATE, text_model_and_head  # noqa: E402
 from apa.models.loading import LoadedModel  # noqa: E402
 from apa.prepare import prepare  # noqa: E402
 from apa.scorer import PreparedUtterance  # noqa: E402
@@ -113,6 +113,8 @@ class TokenCounter:
 
     def __init__(self, model: Any) -> None:
         self.real = self.positions = 0
+        self.params = lm_linear_params(model)
+        """The decoder's linear parameters, which each token counted goes through."""
         self._handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
 
     def _count(self, module: Any, args: tuple, kwargs: dict) -> None:
@@ -232,10 +234,9 @@ def full_phi4mm(tokenizer: Any, layers: int | None, dtype: torch.dtype) -> Any:
     return Phi4MultimodalForCausalLM._from_config(config, dtype=dtype)
 
 
-def lm_linear_params(scorer: LmmScorer) -> int:
+def lm_linear_params(text_model: Any) -> int:
     """Parameters of the language model's decoder layers' linear maps (what every token
     goes through; the output head runs at the slots only)."""
-    text_model = scorer._text_model
     decoder = getattr(text_model, "language_model", None) or text_model.layers
     return sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))
 
@@ -251,9 +252,8 @@ def lm_row(
     peak: float,
 ) -> dict:
     """A row of the full-size table: utt/s and the LM's matmul work over the timed run."""
-    params = lm_linear_params(LmmScorer(loaded, mode="one-pass"))
     tokens = counter.real / utterances
-    flops = 2 * params * tokens * rate / 1e12
+    flops = 2 * counter.params * tokens * rate / 1e12
     return {
         "model": loaded.name, "mode": mode, "prompt": prompt, "batch": batch,
         "utt/s": float(f"{rate:.3g}"), "LM tokens/utt": round(tokens, 1),
@@ -330,7 +330,7 @@ def full(args: argparse.Namespace, items: list[PreparedUtterance], device: str) 
         )  # fmt: skip
         runs = [("one-pass", prompt, b) for prompt in ("brief", "rubric") for b in sizes]
         runs += [("generate", "brief", args.generate_batch)]
-        counter = TokenCounter(LmmScorer(loaded, mode="one-pass")._text_model)
+        counter = TokenCounter(text_model_and_head(model)[0])
         for mode, prompt, batch_size in runs:
             scorer = LmmScorer(loaded, mode=mode, prompt=prompt)
             times = stage_times(scorer, items[: max(batch_size, 2 if reduced else 8)], batch_size)

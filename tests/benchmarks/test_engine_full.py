@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from apa.data.speechocean762 import prepare_speechocean762
-from apa.engine.scorer import LmmScorer, load_lmm_scorer
+from apa.engine.scorer import LmmScorer
 from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
 from apa.prepare import prepare
+from tests.conftest import single_torch_thread
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "engine.py"
 
@@ -27,31 +27,14 @@ def engine_benchmark():
 
 
 @pytest.fixture(scope="module")
-def rows(engine_benchmark, model_cache, sample_dir, one_torch_thread_module):
+def rows(engine_benchmark, loaded_models, test_utterances):
     """The --full table with the tiny models in place of the full-size builds."""
-    tiny = {
-        name: load_lmm_scorer(name, device="cpu").loaded.model
-        for name in (TINY_QWEN2_AUDIO, TINY_PHI4MM)
-    }
-    mp = pytest.MonkeyPatch()
-    mp.setattr(engine_benchmark, "full_qwen2_audio", lambda *_: tiny[TINY_QWEN2_AUDIO])
-    mp.setattr(engine_benchmark, "full_phi4mm", lambda *_: tiny[TINY_PHI4MM])
-    items = [prepare(u) for u in prepare_speechocean762(sample_dir, ["test"]).utterances[:2]]
+    items = [prepare(u) for u in test_utterances[:2]]
     args = argparse.Namespace(reduced=True, batch_sizes=[1, 2], generate_batch=2)
-    try:
+    with pytest.MonkeyPatch.context() as mp, single_torch_thread():
+        for builder, name in (("full_qwen2_audio", TINY_QWEN2_AUDIO), ("full_phi4mm", TINY_PHI4MM)):
+            mp.setattr(engine_benchmark, builder, lambda *_, name=name: loaded_models[name].model)
         return items, engine_benchmark.full(args, items, "cpu")
-    finally:
-        mp.undo()
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread_module():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_full_runs_every_setup_of_the_issue(rows) -> None:
@@ -79,11 +62,13 @@ def test_lm_tokens_are_every_pass_real_tokens(rows) -> None:
 
 
 @pytest.mark.parametrize("name", [TINY_QWEN2_AUDIO, TINY_PHI4MM])
-def test_plain_generate_counts_its_prompt_and_each_token_fed_back(rows, name) -> None:
+def test_plain_generate_counts_its_prompt_and_each_token_fed_back(
+    rows, loaded_models, name
+) -> None:
     """transformers' generate of 16 tokens: the prompt (audio tokens expanded), then 15
     passes of one token each (the 16th is not fed back)."""
     items, table = rows
-    scorer = LmmScorer(load_lmm_scorer(name, device="cpu").loaded, mode="one-pass", prompt="rubric")
+    scorer = LmmScorer(loaded_models[name], mode="one-pass", prompt="rubric")
     prompts = [
         len(scorer._encode(scorer.job(i)).ids) - len(scorer.job(i).reference.answer) for i in items
     ]
