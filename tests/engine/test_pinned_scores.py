@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from apa.data.speechocean762 import prepare_speechocean762
-from apa.engine.scorer import load_lmm_scorer
+from apa.engine.scorer import LmmScorer, load_lmm_scorer
 from apa.models.families import TINY_PHI4MM, TINY_QWEN2_AUDIO
+from apa.models.loading import LoadedModel
 from apa.prepare import prepare
 from apa.schema import Assessment
 from tests.conftest import SAMPLE
@@ -43,11 +44,11 @@ def flat(assessment: Assessment) -> dict:
     }
 
 
-def scores(model: str, mode: str, prompt: str) -> dict[str, dict]:
-    corpus = prepare_speechocean762(SAMPLE, ["test"])
-    items = [prepare(u) for u in corpus.utterances[:4]]
-    scorer = load_lmm_scorer(model, mode=mode, prompt=prompt, device="cpu")
-    results = scorer.score(items)
+def scores(loaded: LoadedModel, mode: str, prompt: str, utterances: list) -> dict[str, dict]:
+    """The first four utterances' scores."""
+    results = LmmScorer(loaded, mode=mode, prompt=prompt).score(
+        [prepare(u) for u in utterances[:4]]
+    )
     assert all(isinstance(r, Assessment) for r in results), results
     return {r.utterance_id: flat(r) for r in results}
 
@@ -72,11 +73,13 @@ def close(got, want, path: str = "") -> list[str]:
 
 
 @pytest.mark.parametrize(("model", "mode", "prompt"), SETUPS)
-def test_tiny_model_scores_are_unchanged(model_cache, sample_dir, model, mode, prompt) -> None:
+def test_tiny_model_scores_are_unchanged(
+    loaded_models, test_utterances, model, mode, prompt
+) -> None:
     """The models are built from their recipes into this session's cache (as on a new
     machine), so a change in how they are built shows here too."""
     want = json.loads(PINNED.read_text())[f"{model} {mode} {prompt}"]
-    differences = close(scores(model, mode, prompt), want)
+    differences = close(scores(loaded_models[model], mode, prompt, test_utterances), want)
     assert not differences, f"{len(differences)} scores moved, first: {differences[:5]}"
 
 
@@ -91,20 +94,12 @@ def test_the_comparison_sees_a_moved_score() -> None:
     assert close({"u": {"sentence": [7.5, 8.0], "phones": [[1.9, None]]}}, want)
 
 
-def rounded(value):
-    if isinstance(value, float):
-        return round(value, 6)
-    if isinstance(value, (list, dict)):
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        out = {k: rounded(v) for k, v in items}
-        return out if isinstance(value, dict) else list(out.values())
-    return value
-
-
 if __name__ == "__main__" and "--write" in sys.argv:
+    utterances = prepare_speechocean762(SAMPLE, ["test"]).utterances
     lines = []
     for model, mode, prompt in SETUPS:
-        table = rounded(scores(model, mode, prompt))
+        table = scores(load_lmm_scorer(model, device="cpu").loaded, mode, prompt, utterances)
+        table = json.loads(json.dumps(table), parse_float=lambda s: round(float(s), 6))
         body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in table.items())
         lines.append(f" {json.dumps(f'{model} {mode} {prompt}')}: {{\n{body}\n }}")
     PINNED.write_text("{\n" + ",\n".join(lines) + "\n}\n")

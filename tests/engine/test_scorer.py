@@ -305,14 +305,19 @@ def test_bad_inputs_are_error_rows_end_to_end(loaded_models, test_utterances, tm
     assert scorer.utterances == 1
 
 
-def test_qwen2_audio_refuses_clips_over_30_seconds(loaded_models, test_utterances) -> None:
-    good = prepare(test_utterances[0])
-    assert isinstance(good, PreparedUtterance)
-    samples = np.tile(good.audio.samples, int(31 * 16_000 / len(good.audio.samples)) + 1)
-    long = PreparedUtterance(
+def _longer(good: PreparedUtterance, seconds: float) -> PreparedUtterance:
+    """``good``'s reading repeated past ``seconds``, as utterance ``long``."""
+    samples = np.tile(good.audio.samples, int(seconds * 16_000 / len(good.audio.samples)) + 1)
+    return PreparedUtterance(
         utterance=good.utterance.model_copy(update={"id": "long"}),
         audio=Audio(samples, 16_000, 16_000, 1, "WAV"),
     )
+
+
+def test_qwen2_audio_refuses_clips_over_30_seconds(loaded_models, test_utterances) -> None:
+    good = prepare(test_utterances[0])
+    assert isinstance(good, PreparedUtterance)
+    long = _longer(good, 31)
     results = LmmScorer(loaded_models[TINY_QWEN2_AUDIO]).score([long, good])
     assert isinstance(results[0], ErrorRecord) and results[0].reason == "audio.too_long"
     assert isinstance(results[1], Assessment)
@@ -327,12 +332,7 @@ def test_phi4mm_scores_a_clip_past_40_seconds_batched_as_alone(
     does alone."""
     from apa.models.phi4mm import backend as phi4mm_backend
 
-    good = prepare(test_utterances[0])
-    samples = np.tile(good.audio.samples, int(41 * 16_000 / len(good.audio.samples)) + 1)
-    long = PreparedUtterance(
-        utterance=good.utterance.model_copy(update={"id": "long"}),
-        audio=Audio(samples, 16_000, 16_000, 1, "WAV"),
-    )
+    long = _longer(prepare(test_utterances[0]), 41)
     short = prepare(test_utterances[1])
     scorer = LmmScorer(loaded_models[TINY_PHI4MM], mode="one-pass")
     calls = []

@@ -116,7 +116,9 @@ def test_the_next_window_is_prepared_while_one_is_scored(
     monkeypatch.setattr(pipeline, "prepare", counting_prepare)
 
     class WaitingScorer(RecordingScorer):
-        overlapped: list[bool] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.overlapped: list[bool] = []
 
         def score(self, batch):
             if batch[0].utterance.id != "u6":  # windows of 3: u0-u2, u3-u5, u6
